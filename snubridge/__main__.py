@@ -1,0 +1,7 @@
+"""Allow ``python -m snubridge``."""
+
+import sys
+
+from snubridge.cli import main
+
+sys.exit(main())

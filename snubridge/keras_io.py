@@ -1,0 +1,308 @@
+"""Move between Keras SNU models and :class:`~snubridge.spec.NetworkSpec`.
+
+* :func:`spec_from_model` reads the layers of a trained model into a spec,
+* :func:`model_from_spec` builds a Keras model that computes the same network,
+* :func:`run_keras` runs a model and records every layer's output and state,
+* :func:`load_model` opens a ``.keras`` file with ``safe_mode`` on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from snubridge.errors import ParameterFileError, SpecError
+from snubridge.layers import (
+    SNUCell,
+    SNUConv2D,
+    SNUDense,
+    SNURecurrent,
+    SNUReadout,
+    SpikeFlatten,
+)
+from snubridge.layers.snu import _SNUSettingsMixin
+from snubridge.params_file import atomic_write
+from snubridge.reference import SimulationResult
+from snubridge.spec import LayerSpec, NetworkSpec
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_LAYERS = (
+    "SNUDense",
+    "SNURecurrent",
+    "SNUConv2D",
+    "SSNUDense",
+    "SSNURecurrent",
+    "SSNUConv2D",
+    "SNUReadout",
+    "SpikeFlatten",
+    "RNN(SNUCell)",
+)
+
+
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """Load a ``.keras`` file with ``safe_mode=True`` (no code from the file runs)."""
+    source = Path(path)
+    if not source.is_file():
+        raise ParameterFileError(f"Model file {str(source)!r} does not exist.")
+    if source.suffix != ".keras":
+        raise ParameterFileError(
+            f"{str(source)!r} is not a .keras file; HDF5 parameter files open with "
+            "snubridge.load_params."
+        )
+    try:
+        return keras.saving.load_model(source, safe_mode=True)
+    except (ValueError, OSError, KeyError, TypeError) as error:
+        raise ParameterFileError(
+            f"Could not load the Keras model {str(source)!r}: {error}"
+        ) from None
+
+
+def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
+    """Save ``model`` as ``.keras`` through a temporary file and a rename."""
+    target = Path(path)
+    if target.suffix != ".keras":
+        raise ParameterFileError(f"Keras models are saved as .keras, received {str(target)!r}.")
+
+    def write(temporary: str) -> None:
+        staged = temporary + ".keras"
+        try:
+            model.save(staged)
+            os.replace(staged, temporary)
+        finally:
+            if os.path.exists(staged):
+                os.unlink(staged)
+
+    return atomic_write(target, write)
+
+
+def _value(variable: Any) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(variable), dtype=np.float64)
+
+
+def _snu_entry(layer: Any, kind: str, input_shape: tuple[int, ...]) -> LayerSpec:
+    settings = layer.settings
+    return LayerSpec(
+        name=layer.name,
+        kind=kind,
+        kernel=_value(layer.kernel),
+        threshold=_value(layer.threshold),
+        bias=None if layer.bias is None else _value(layer.bias),
+        recurrent_kernel=(
+            None
+            if getattr(layer, "recurrent_kernel", None) is None
+            else _value(layer.recurrent_kernel)
+        ),
+        decay=settings.decay,
+        decay_mode=settings.decay_mode,
+        tau=settings.tau,
+        activation=settings.activation,
+        output=settings.output,
+        lateral_inhibition=settings.lateral_inhibition,
+        strides=tuple(getattr(layer, "strides", (1, 1))),
+        padding=getattr(layer, "padding", "valid"),
+        input_shape=input_shape,
+    )
+
+
+def _layer_dt(layer: Any) -> float | None:
+    settings = getattr(layer, "settings", None)
+    return None if settings is None else settings.dt
+
+
+def spec_from_model(model: keras.Model, dt: float | None = None) -> NetworkSpec:
+    """Describe a Keras model of SNU layers as a validated :class:`NetworkSpec`.
+
+    The model must be a chain (``Sequential`` or a functional chain) of the
+    layers in ``SUPPORTED_LAYERS``. ``dt`` (seconds) defaults to the ``dt`` the
+    layers were built with, else 1 ms.
+    """
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    input_shape = tuple(int(n) for n in model.input_shape[2:])
+    shape = input_shape
+    entries: list[LayerSpec] = []
+    layer_dts = {value for value in map(_layer_dt, layers) if value is not None}
+    if len(layer_dts) > 1:
+        raise SpecError(
+            f"Layers were built with different time steps {sorted(layer_dts)} s; one "
+            "network needs one dt."
+        )
+    for layer in layers:
+        if isinstance(layer, SNUConv2D):
+            entry = _snu_entry(layer, "snu_conv2d", shape)
+        elif isinstance(layer, SNUDense):
+            kind = "snu_recurrent" if isinstance(layer, SNURecurrent) else "snu_dense"
+            entry = _snu_entry(layer, kind, shape)
+        elif isinstance(layer, keras.layers.RNN) and isinstance(layer.cell, SNUCell):
+            if not layer.return_sequences:
+                raise SpecError(
+                    f"RNN layer {layer.name!r} must use return_sequences=True to "
+                    "describe an SNU layer."
+                )
+            cell = layer.cell
+            kind = "snu_recurrent" if cell.recurrent else "snu_dense"
+            entry = _snu_entry(cell, kind, shape)
+            entry.name = layer.name
+        elif isinstance(layer, SNUReadout):
+            entry = LayerSpec(
+                name=layer.name,
+                kind="readout",
+                kernel=_value(layer.kernel),
+                bias=None if layer.bias is None else _value(layer.bias),
+                decay=layer.decay,
+                readout_mode=layer.mode,
+                readout_activation=layer.activation,
+                input_shape=shape,
+            )
+        elif isinstance(layer, SpikeFlatten):
+            entry = LayerSpec(name=layer.name, kind="flatten", input_shape=shape)
+        else:
+            raise SpecError(
+                f"Layer {layer.name!r} of type {type(layer).__name__} has no SNU "
+                f"equivalent; supported layers are {', '.join(SUPPORTED_LAYERS)}. "
+                "Register a converter for it or replace it."
+            )
+        entries.append(entry)
+        shape = entry.output_shape if entry.kind != "flatten" else entry.output_shape
+    dtypes = {layer.compute_dtype for layer in layers}
+    precision = "float64" if dtypes == {"float64"} else "float32"
+    if dt is None:
+        dt = layer_dts.pop() if layer_dts else 1e-3
+    name = model.name if model.name else "snu_network"
+    return NetworkSpec(
+        layers=entries, input_shape=input_shape, dt=dt, precision=precision, name=name
+    ).validate()
+
+
+def model_from_spec(
+    spec: NetworkSpec, dtype: str | None = None, n_steps: int | None = None
+) -> keras.Model:
+    """Build a Keras model computing ``spec``, with its weights set.
+
+    Args:
+        spec: The network.
+        dtype: ``"float32"`` or ``"float64"``; defaults to ``spec.precision``.
+        n_steps: Static number of time steps (None keeps it dynamic).
+    """
+    spec.validate()
+    dtype = dtype or spec.precision
+    inputs = keras.Input(shape=(n_steps, *spec.input_shape), dtype=dtype)
+    values = inputs
+    built = []
+    for entry in spec.layers:
+        layer = _layer_from_entry(entry, dtype, spec.dt)
+        values = layer(values)
+        built.append((layer, entry))
+    model = keras.Model(inputs, values, name=spec.name)
+    for layer, entry in built:
+        if entry.kind == "flatten":
+            continue
+        layer.kernel.assign(entry.kernel)
+        if entry.bias is not None:
+            layer.bias.assign(entry.bias)
+        if entry.kind == "readout":
+            continue
+        layer.threshold.assign(entry.threshold)
+        if entry.recurrent_kernel is not None:
+            layer.recurrent_kernel.assign(entry.recurrent_kernel)
+    return model
+
+
+def _layer_from_entry(entry: LayerSpec, dtype: str, dt: float) -> keras.layers.Layer:
+    if entry.kind == "flatten":
+        return SpikeFlatten(name=entry.name, dtype=dtype)
+    if entry.kind == "readout":
+        return SNUReadout(
+            entry.units,
+            mode=entry.readout_mode,
+            activation=entry.readout_activation,
+            decay=entry.decay,
+            use_bias=entry.bias is not None,
+            name=entry.name,
+            dtype=dtype,
+        )
+    neuron = dict(
+        activation=entry.activation,
+        output=entry.output,
+        lateral_inhibition=entry.lateral_inhibition,
+        use_bias=entry.bias is not None,
+        name=entry.name,
+        dtype=dtype,
+    )
+    if entry.decay_mode == "direct":
+        neuron["decay"] = entry.decay
+    else:
+        neuron.update(tau=entry.tau, dt=dt, decay_mode=entry.decay_mode)
+    if entry.kind == "snu_conv2d":
+        return SNUConv2D(
+            int(entry.kernel.shape[3]),
+            tuple(int(n) for n in entry.kernel.shape[:2]),
+            strides=entry.strides,
+            padding=entry.padding,
+            **neuron,
+        )
+    layer_class = SNURecurrent if entry.kind == "snu_recurrent" else SNUDense
+    return layer_class(int(entry.kernel.shape[1]), **neuron)
+
+
+def run_keras(
+    model: keras.Model, inputs: np.ndarray, *, batch_size: int = 256
+) -> SimulationResult:
+    """Run ``model`` layer by layer and record every output and membrane state.
+
+    Returns a :class:`~snubridge.reference.SimulationResult` with the same keys
+    and shapes as :func:`snubridge.reference.simulate`, in float64 arrays
+    (values computed in the model's own dtype).
+    """
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    dtype = model.dtype_policy.compute_dtype
+    outputs: dict[str, list[np.ndarray]] = {}
+    states: dict[str, list[np.ndarray]] = {}
+    values = np.asarray(inputs)
+    for start in range(0, values.shape[0], batch_size):
+        batch = tf.convert_to_tensor(values[start : start + batch_size], dtype=dtype)
+        for layer in layers:
+            if isinstance(layer, keras.layers.RNN):
+                batch, state = _run_cell(layer, batch)
+            else:
+                batch, state = layer(batch, return_states=True)
+            outputs.setdefault(layer.name, []).append(batch.numpy().astype(np.float64))
+            if state is not None:
+                state = state.numpy().astype(np.float64)
+                if state.ndim > 3:
+                    state = state.reshape(state.shape[0], state.shape[1], -1)
+                states.setdefault(layer.name, []).append(state)
+    spiking = tuple(
+        layer.name
+        for layer in layers
+        if getattr(getattr(layer, "settings", None), "output", None) == "step"
+        or (
+            isinstance(layer, keras.layers.RNN)
+            and getattr(layer.cell, "settings", None) is not None
+            and layer.cell.settings.output == "step"
+        )
+    )
+    result = SimulationResult(
+        outputs={name: np.concatenate(parts) for name, parts in outputs.items()},
+        states={name: np.concatenate(parts) for name, parts in states.items()},
+    )
+    result._spiking = spiking
+    return result
+
+
+def _run_cell(layer: keras.layers.RNN, batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    cell = layer.cell
+    zeros = tf.zeros((tf.shape(batch)[0], cell.units), batch.dtype)
+    states = [zeros, zeros]
+    outputs, membrane = [], []
+    for frame in tf.unstack(batch, axis=1):
+        output, states = cell(frame, states)
+        outputs.append(output)
+        membrane.append(states[0])
+    return tf.stack(outputs, axis=1), tf.stack(membrane, axis=1)
