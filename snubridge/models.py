@@ -139,11 +139,13 @@ def jsb_ssnu(
     """The 88-150-88 sSNU network: its 88 sigmoid outputs are note probabilities.
 
     Both layers are soft SNUs with a trainable bias; the output at step ``t``
-    predicts the piano roll at step ``t + 1``.
+    predicts the piano roll at step ``t + 1``. The output layer uses the
+    identity input activation: under ReLU its membrane could not go below 0,
+    so no note probability could fall below ``sigmoid(-theta)``.
     """
     inputs = keras.Input((n_steps, n_keys), dtype=dtype)
     values = SSNUDense(hidden, decay=decay, use_bias=True, name="ssnu_hidden",
                        dtype=dtype)(inputs)  # fmt: skip
-    outputs = SSNUDense(n_keys, decay=decay, use_bias=True, name="ssnu_output",
-                        dtype=dtype)(values)  # fmt: skip
+    outputs = SSNUDense(n_keys, decay=decay, use_bias=True, activation="identity",
+                        name="ssnu_output", dtype=dtype)(values)  # fmt: skip
     return keras.Model(inputs, outputs, name=name)
