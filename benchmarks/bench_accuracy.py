@@ -39,23 +39,39 @@ def main() -> None:
         "conv": (lambda: models.conv_snu(n_steps=args.steps), (28, 28, 1)),
         "lstm": (lambda: models.lstm_baseline(n_steps=args.steps), None),
     }
-    test_spikes = rate_encode(evaluation.images, args.steps, seed=123).to_array(np.float32)
+    test_spikes = rate_encode(evaluation.images, args.steps, seed=123).to_array(
+        np.float32
+    )
     results = {}
     for name in args.models.split(","):
         build, frame = builders[name]
         started = time.perf_counter()
         model, history = train_classifier(
-            build, (train.images / 255.0, train.labels), n_steps=args.steps,
-            epochs=args.epochs, batch_size=args.batch, seed=0, frame_shape=frame,
+            build,
+            (train.images / 255.0, train.labels),
+            n_steps=args.steps,
+            epochs=args.epochs,
+            batch_size=args.batch,
+            seed=0,
+            frame_shape=frame,
             verbose=2,
-        )  # fmt: skip
-        inputs = test_spikes if frame is None else test_spikes.reshape(-1, args.steps, *frame)
+        )
+        inputs = (
+            test_spikes
+            if frame is None
+            else test_spikes.reshape(-1, args.steps, *frame)
+        )
         predicted = np.argmax(model.predict(inputs, batch_size=128, verbose=0), axis=-1)
         accuracy = float(np.mean(predicted == evaluation.labels))
-        results[name] = {"accuracy": accuracy, "train_seconds": time.perf_counter() - started,
-                         "final_loss": history["loss"][-1]}  # fmt: skip
-        print(f"{name:6s} accuracy {accuracy:.4f} on 2,000 held-out digits, "
-              f"{results[name]['train_seconds']:.0f} s training")  # fmt: skip
+        results[name] = {
+            "accuracy": accuracy,
+            "train_seconds": time.perf_counter() - started,
+            "final_loss": history["loss"][-1],
+        }
+        print(
+            f"{name:6s} accuracy {accuracy:.4f} on 2,000 held-out digits, "
+            f"{results[name]['train_seconds']:.0f} s training"
+        )
     if "lstm" in results:
         for name in ("dense", "conv"):
             if name in results:
@@ -63,8 +79,11 @@ def main() -> None:
                 print(f"{name} - lstm: {gap * 100:+.2f} points")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"epochs": args.epochs, "steps": args.steps, "results": results}, handle,
-                      indent=2)  # fmt: skip
+            json.dump(
+                {"epochs": args.epochs, "steps": args.steps, "results": results},
+                handle,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

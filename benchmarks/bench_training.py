@@ -60,10 +60,14 @@ def main() -> None:
         results[name] = time_train_steps(model, x, y, args.repeats)
         print(f"{name:10s} {results[name] * 1e3:9.1f} ms per training step")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"fast / cells speed-up: {results['snu_cells'] / results['snu_fast']:.2f}x "
-          "(target >= 1.5x)")
-    print(f"fast / LSTM speed-up:  {results['lstm'] / results['snu_fast']:.2f}x "
-          "(target >= 6x)")
+    print(
+        f"fast / cells speed-up: {results['snu_cells'] / results['snu_fast']:.2f}x "
+        "(target >= 1.5x)"
+    )
+    print(
+        f"fast / LSTM speed-up:  {results['lstm'] / results['snu_fast']:.2f}x "
+        "(target >= 6x)"
+    )
     print(f"peak resident memory of the process: {peak_mib:.0f} MiB")
 
 

@@ -44,15 +44,21 @@ def main() -> None:
         frame_shape=(28, 28, 1),
         verbose=2,
     )
-    print(f"Keras accuracy on {len(evaluation)} held-out digits: "
-          f"{history['val_accuracy'][-1]:.4f}")  # fmt: skip
+    print(
+        f"Keras accuracy on {len(evaluation)} held-out digits: "
+        f"{history['val_accuracy'][-1]:.4f}"
+    )
 
     spec = keras_io.spec_from_model(model)
     spikes = rate_encode(evaluation.images[:8], args.steps, seed=1)
     inputs = spikes.to_array(np.float64, shape=(28, 28, 1))
-    keras64 = keras_io.run_keras(keras_io.model_from_spec(spec, dtype="float64"), inputs)
+    keras64 = keras_io.run_keras(
+        keras_io.model_from_spec(spec, dtype="float64"), inputs
+    )
     brian2 = run_brian2(spec, inputs)
-    comparison = compare_results(spec, inputs, keras64, brian2, names=("keras", "brian2"))
+    comparison = compare_results(
+        spec, inputs, keras64, brian2, names=("keras", "brian2")
+    )
     for name, layer in comparison.layers.items():
         print(f"{name:10s} identical: {layer.identical}")
 

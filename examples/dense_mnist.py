@@ -43,18 +43,29 @@ def main() -> None:
         epochs=args.epochs,
         verbose=2,
     )
-    print(f"Keras accuracy on {len(evaluation)} held-out digits: "
-          f"{history['val_accuracy'][-1]:.4f}")  # fmt: skip
+    print(
+        f"Keras accuracy on {len(evaluation)} held-out digits: "
+        f"{history['val_accuracy'][-1]:.4f}"
+    )
 
     spec = keras_io.spec_from_model(model)
-    inputs = rate_encode(evaluation.images[:32], args.steps, seed=1).to_array(np.float64)
-    keras64 = keras_io.run_keras(keras_io.model_from_spec(spec, dtype="float64"), inputs)
+    inputs = rate_encode(evaluation.images[:32], args.steps, seed=1).to_array(
+        np.float64
+    )
+    keras64 = keras_io.run_keras(
+        keras_io.model_from_spec(spec, dtype="float64"), inputs
+    )
     brian2 = run_brian2(spec, inputs, record_states=True)
-    comparison = compare_results(spec, inputs, keras64, brian2, names=("keras", "brian2"))
+    comparison = compare_results(
+        spec, inputs, keras64, brian2, names=("keras", "brian2")
+    )
     for name, layer in comparison.layers.items():
         print(f"{name:10s} identical: {layer.identical}")
     predicted = np.argmax(brian2.outputs["readout"], axis=-1)
-    print(f"Brian2 accuracy on the 32 digits: {np.mean(predicted == evaluation.labels[:32]):.3f}")
+    print(
+        "Brian2 accuracy on the 32 digits: "
+        f"{np.mean(predicted == evaluation.labels[:32]):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ from snubridge.training import train_sequences
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", required=True, help="JSB Chorales .json(.gz) or .pickle")
+    parser.add_argument(
+        "--data", required=True, help="JSB Chorales .json(.gz) or .pickle"
+    )
     parser.add_argument("--epochs", type=int, default=60, help="training epochs")
     parser.add_argument("--learning-rate", type=float, default=3e-3, help="Adam rate")
     args = parser.parse_args()
@@ -35,9 +37,15 @@ def main() -> None:
     train = jsb.next_step_pairs(chorales.piano_rolls("train"))
     test = jsb.next_step_pairs(chorales.piano_rolls("test"))
     model, _ = train_sequences(
-        models.jsb_ssnu, train.inputs, train.targets, train.mask,
-        epochs=args.epochs, batch_size=8, learning_rate=args.learning_rate, verbose=2,
-    )  # fmt: skip
+        models.jsb_ssnu,
+        train.inputs,
+        train.targets,
+        train.mask,
+        epochs=args.epochs,
+        batch_size=8,
+        learning_rate=args.learning_rate,
+        verbose=2,
+    )
     probabilities = model.predict(test.inputs, verbose=0)
     nll = jsb.frame_nll(probabilities, test.targets, test.mask)
     print(f"test frame NLL per time step: {nll:.3f} nats (paper: 8.39 for sSNU)")

@@ -20,7 +20,14 @@ from typing import Any
 import keras
 
 from snubridge.errors import SpecError
-from snubridge.layers import SNUCell, SNUConv2D, SNUDense, SNUReadout, SpikeFlatten, SSNUDense
+from snubridge.layers import (
+    SNUCell,
+    SNUConv2D,
+    SNUDense,
+    SNUReadout,
+    SpikeFlatten,
+    SSNUDense,
+)
 
 ARCHITECTURES = ("dense", "conv", "lstm", "cells", "jsb")
 
@@ -28,7 +35,9 @@ ARCHITECTURES = ("dense", "conv", "lstm", "cells", "jsb")
 def _widths(hidden: Sequence[int]) -> list[int]:
     widths = [int(n) for n in hidden]
     if not widths or min(widths) < 1:
-        raise SpecError(f"hidden widths must be positive integers, received {hidden!r}.")
+        raise SpecError(
+            f"hidden widths must be positive integers, received {hidden!r}."
+        )
     return widths
 
 
@@ -43,15 +52,16 @@ def dense_snu(
     name: str = "dense_snu",
     **neuron: Any,
 ) -> keras.Model:
-    """Dense step-SNU layers and a mean-rate softmax readout."""
+    """Build dense step-SNU layers with a mean-rate softmax readout."""
     inputs = keras.Input((n_steps, n_inputs), dtype=dtype)
     values = inputs
     for index, width in enumerate(_widths(hidden)):
-        values = SNUDense(width, decay=decay, name=f"snu_{index}", dtype=dtype, **neuron)(
-            values
-        )
-    outputs = SNUReadout(n_outputs, mode="mean", activation="softmax", name="readout",
-                         dtype=dtype)(values)  # fmt: skip
+        values = SNUDense(
+            width, decay=decay, name=f"snu_{index}", dtype=dtype, **neuron
+        )(values)
+    outputs = SNUReadout(
+        n_outputs, mode="mean", activation="softmax", name="readout", dtype=dtype
+    )(values)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -66,7 +76,7 @@ def dense_snu_cells(
     name: str = "dense_snu_cells",
     **neuron: Any,
 ) -> keras.Model:
-    """:func:`dense_snu` built from :class:`SNUCell` inside ``keras.layers.RNN``."""
+    """Build :func:`dense_snu` from :class:`SNUCell` inside ``keras.layers.RNN``."""
     inputs = keras.Input((n_steps, n_inputs), dtype=dtype)
     values = inputs
     for index, width in enumerate(_widths(hidden)):
@@ -74,8 +84,9 @@ def dense_snu_cells(
         values = keras.layers.RNN(
             cell, return_sequences=True, name=f"snu_{index}", dtype=dtype
         )(values)
-    outputs = SNUReadout(n_outputs, mode="mean", activation="softmax", name="readout",
-                         dtype=dtype)(values)  # fmt: skip
+    outputs = SNUReadout(
+        n_outputs, mode="mean", activation="softmax", name="readout", dtype=dtype
+    )(values)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -88,15 +99,16 @@ def lstm_baseline(
     dtype: str = "float32",
     name: str = "lstm",
 ) -> keras.Model:
-    """Keras LSTM layers of the given widths with the same mean-rate readout."""
+    """Build Keras LSTM layers of the given widths with the same mean-rate readout."""
     inputs = keras.Input((n_steps, n_inputs), dtype=dtype)
     values = inputs
     for index, width in enumerate(_widths(hidden)):
         values = keras.layers.LSTM(width, return_sequences=True, name=f"lstm_{index}")(
             values
         )
-    outputs = SNUReadout(n_outputs, mode="mean", activation="softmax", name="readout",
-                         dtype=dtype)(values)  # fmt: skip
+    outputs = SNUReadout(
+        n_outputs, mode="mean", activation="softmax", name="readout", dtype=dtype
+    )(values)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -112,18 +124,27 @@ def conv_snu(
     name: str = "conv_snu",
     **neuron: Any,
 ) -> keras.Model:
-    """Spiking CNN: 5x5 SNU convolutions with stride 2, a dense SNU layer, readout."""
+    """Build a spiking CNN: 5x5 SNU convolutions with stride 2, dense SNU, readout."""
     inputs = keras.Input((n_steps, *input_shape), dtype=dtype)
     values = inputs
     for index, count in enumerate(_widths(filters)):
-        values = SNUConv2D(count, 5, strides=2, padding="same", decay=decay,
-                           name=f"conv_{index}", dtype=dtype, **neuron)(values)  # fmt: skip
+        values = SNUConv2D(
+            count,
+            5,
+            strides=2,
+            padding="same",
+            decay=decay,
+            name=f"conv_{index}",
+            dtype=dtype,
+            **neuron,
+        )(values)
     values = SpikeFlatten(name="flatten", dtype=dtype)(values)
-    values = SNUDense(dense_units, decay=decay, name="snu_dense", dtype=dtype, **neuron)(
-        values
-    )
-    outputs = SNUReadout(n_outputs, mode="mean", activation="softmax", name="readout",
-                         dtype=dtype)(values)  # fmt: skip
+    values = SNUDense(
+        dense_units, decay=decay, name="snu_dense", dtype=dtype, **neuron
+    )(values)
+    outputs = SNUReadout(
+        n_outputs, mode="mean", activation="softmax", name="readout", dtype=dtype
+    )(values)
     return keras.Model(inputs, outputs, name=name)
 
 
@@ -136,7 +157,7 @@ def jsb_ssnu(
     dtype: str = "float32",
     name: str = "jsb_ssnu",
 ) -> keras.Model:
-    """The 88-150-88 sSNU network: its 88 sigmoid outputs are note probabilities.
+    """Build the 88-150-88 sSNU network; its 88 sigmoid outputs are note probabilities.
 
     Both layers are soft SNUs with a trainable bias; the output at step ``t``
     predicts the piano roll at step ``t + 1``. The output layer uses the
@@ -144,8 +165,15 @@ def jsb_ssnu(
     so no note probability could fall below ``sigmoid(-theta)``.
     """
     inputs = keras.Input((n_steps, n_keys), dtype=dtype)
-    values = SSNUDense(hidden, decay=decay, use_bias=True, name="ssnu_hidden",
-                       dtype=dtype)(inputs)  # fmt: skip
-    outputs = SSNUDense(n_keys, decay=decay, use_bias=True, activation="identity",
-                        name="ssnu_output", dtype=dtype)(values)  # fmt: skip
+    values = SSNUDense(
+        hidden, decay=decay, use_bias=True, name="ssnu_hidden", dtype=dtype
+    )(inputs)
+    outputs = SSNUDense(
+        n_keys,
+        decay=decay,
+        use_bias=True,
+        activation="identity",
+        name="ssnu_output",
+        dtype=dtype,
+    )(values)
     return keras.Model(inputs, outputs, name=name)

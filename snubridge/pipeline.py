@@ -84,14 +84,17 @@ class PipelineConfig:
         for field in ("validate_samples", "deploy_samples"):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
-                raise SnubridgeError(f"{field} must be a positive integer, received {value!r}.")
+                raise SnubridgeError(
+                    f"{field} must be a positive integer, received {value!r}."
+                )
         if self.target not in ("numpy", "cython", "cpp_standalone"):
             raise SnubridgeError(
                 f"target={self.target!r}; expected numpy, cython or cpp_standalone."
             )
         if not self.drift_tolerance_points >= 0:
             raise SnubridgeError(
-                f"drift_tolerance_points must be >= 0, received {self.drift_tolerance_points!r}."
+                "drift_tolerance_points must be >= 0, received "
+                f"{self.drift_tolerance_points!r}."
             )
         return self
 
@@ -123,7 +126,9 @@ def _json_default(value: Any) -> Any:
 class Pipeline:
     """Runs the stages in order and gathers ``report.json``."""
 
-    def __init__(self, config: PipelineConfig, progress: Callable[[str], None] | None = None):
+    def __init__(
+        self, config: PipelineConfig, progress: Callable[[str], None] | None = None
+    ):
         self.config = config.check()
         self.out = Path(config.train.out)
         self.progress = progress or (lambda message: logger.info("%s", message))
@@ -158,8 +163,12 @@ class Pipeline:
         except json.JSONDecodeError:
             logger.warning("%s is unreadable; running the %s stage again", path, stage)
             return None
-        if summary.get("settings") != json.loads(json.dumps(self.stage_settings(stage))):
-            logger.info("Settings changed since the last %s stage; running it again", stage)
+        if summary.get("settings") != json.loads(
+            json.dumps(self.stage_settings(stage))
+        ):
+            logger.info(
+                "Settings changed since the last %s stage; running it again", stage
+            )
             return None
         return summary
 
@@ -180,7 +189,9 @@ class Pipeline:
             summary["settings"] = self.stage_settings(stage)
             _write_json(self.out / f"{stage}.json", summary)
             summaries[stage] = summary
-            self.progress(f"[{index}/{len(STAGES)}] {stage} done in {summary['seconds']:.1f} s")
+            self.progress(
+                f"[{index}/{len(STAGES)}] {stage} done in {summary['seconds']:.1f} s"
+            )
         report = self._report(summaries)
         _write_json(self.out / "report.json", report)
         return report
@@ -188,7 +199,9 @@ class Pipeline:
     def _evaluation_digits(self):
         if self._evaluation is None:
             train = self.config.train
-            _, self._evaluation = load_mnist_split(train.data, train.n_train, train.seed)
+            _, self._evaluation = load_mnist_split(
+                train.data, train.n_train, train.seed
+            )
         return self._evaluation
 
     def _inputs(self, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +209,9 @@ class Pipeline:
 
         digits = self._evaluation_digits()
         count = min(count, len(digits))
-        spikes = rate_encode(digits.images[:count], self.config.train.n_steps, seed=seed)
+        spikes = rate_encode(
+            digits.images[:count], self.config.train.n_steps, seed=seed
+        )
         shape = (28, 28, 1) if self.config.train.arch == "conv" else None
         return spikes.to_array(np.float64, shape=shape), digits.labels[:count]
 
@@ -228,27 +243,50 @@ class Pipeline:
         from snubridge.validation.compare import compare_results
 
         spec = load_params(self.out / "params.h5")
-        inputs, labels = self._inputs(self.config.validate_samples, self.config.seed + 1)
+        inputs, labels = self._inputs(
+            self.config.validate_samples, self.config.seed + 1
+        )
         folder = self.out / "validation"
         folder.mkdir(exist_ok=True)
-        trained = keras_io.run_keras(keras_io.load_model(self.out / "model.keras"), inputs)
-        keras64 = keras_io.run_keras(keras_io.model_from_spec(spec, dtype="float64"), inputs)
+        trained = keras_io.run_keras(
+            keras_io.load_model(self.out / "model.keras"), inputs
+        )
+        keras64 = keras_io.run_keras(
+            keras_io.model_from_spec(spec, dtype="float64"), inputs
+        )
         brian2 = run_brian2(spec, inputs, target=self.config.target, record_states=True)
-        exact = compare_results(spec, inputs, keras64, brian2, names=("keras_float64", "brian2"))
+        exact = compare_results(
+            spec, inputs, keras64, brian2, names=("keras_float64", "brian2")
+        )
         rounding = compare_results(
-            spec, inputs, trained, brian2,
-            precisions=(spec.precision, "float64"), names=("keras_trained", "brian2"),
-        )  # fmt: skip
+            spec,
+            inputs,
+            trained,
+            brian2,
+            precisions=(spec.precision, "float64"),
+            names=("keras_trained", "brian2"),
+        )
         readout = spec.layers[-1].name
         accuracy = {
             name: float(np.mean(np.argmax(result.outputs[readout], axis=-1) == labels))
             for name, result in (("keras", trained), ("brian2", brian2))
         }
-        plots.plot_rasters(spec, keras64, brian2, folder / "raster.png",
-                           labels=("Keras float64", "Brian2"))  # fmt: skip
+        plots.plot_rasters(
+            spec,
+            keras64,
+            brian2,
+            folder / "raster.png",
+            labels=("Keras float64", "Brian2"),
+        )
         neurons = plots.choose_neurons(spec, exact)
-        plots.plot_membranes(spec, keras64, brian2, folder / "membranes.png", neurons=neurons,
-                             labels=("Keras float64", "Brian2"))  # fmt: skip
+        plots.plot_membranes(
+            spec,
+            keras64,
+            brian2,
+            folder / "membranes.png",
+            neurons=neurons,
+            labels=("Keras float64", "Brian2"),
+        )
         report = {"float64": exact.to_dict(), "trained_precision": rounding.to_dict()}
         _write_json(folder / "report.json", report)
         identity = {
@@ -287,9 +325,13 @@ class Pipeline:
         spec = load_params(self.out / "params.h5")
         inputs, labels = self._inputs(self.config.deploy_samples, self.config.seed + 2)
         report = deploy(
-            spec, inputs, labels, device=self.config.device,
-            times=self.config.inference_times, seed=self.config.seed,
-        )  # fmt: skip
+            spec,
+            inputs,
+            labels,
+            device=self.config.device,
+            times=self.config.inference_times,
+            seed=self.config.seed,
+        )
         folder = self.out / "deployment"
         paths = report.save(folder, stem="report")
         day = "1 day" if "1 day" in report.compensated else list(report.compensated)[-1]
@@ -348,22 +390,41 @@ class Pipeline:
 def summary_table(report: dict[str, Any]) -> str:
     """Return the report's headline numbers as a plain-text table."""
     rows = [
-        ("Keras accuracy", f"{report['keras_accuracy']:.4f} "
-         f"({report['keras_accuracy_samples']} digits)"),
-        ("Brian2 accuracy", f"{report['brian2_accuracy_on_validation_samples']:.4f} "
-         f"({report['validation_samples']} digits; Keras "
-         f"{report['keras_accuracy_on_validation_samples']:.4f})"),
-    ]  # fmt: skip
+        (
+            "Keras accuracy",
+            f"{report['keras_accuracy']:.4f} "
+            f"({report['keras_accuracy_samples']} digits)",
+        ),
+        (
+            "Brian2 accuracy",
+            f"{report['brian2_accuracy_on_validation_samples']:.4f} "
+            f"({report['validation_samples']} digits; Keras "
+            f"{report['keras_accuracy_on_validation_samples']:.4f})",
+        ),
+    ]
     for name, value in report["raster_identity_float64"].items():
         trained = report["raster_identity_trained_precision"].get(name, float("nan"))
-        rows.append((f"raster identity {name}", f"{value:.6f} float64, {trained:.6f} trained"))
+        rows.append(
+            (f"raster identity {name}", f"{value:.6f} float64, {trained:.6f} trained")
+        )
     divergence = report["first_divergence"]
-    rows.append(("first divergence", "none" if divergence is None else
-                 f"{divergence.get('layer')} neuron {divergence.get('neuron')} sample "
-                 f"{divergence.get('sample')} step {divergence.get('step')}"))  # fmt: skip
-    rows.append(("PCM software accuracy", f"{report['pcm_software_accuracy']:.4f} "
-                 f"({report['pcm_samples']} digits, {report['pcm_devices']} devices, "
-                 f"{report['pcm_tiles']} tiles)"))  # fmt: skip
+    rows.append(
+        (
+            "first divergence",
+            "none"
+            if divergence is None
+            else f"{divergence.get('layer')} neuron {divergence.get('neuron')} sample "
+            f"{divergence.get('sample')} step {divergence.get('step')}",
+        )
+    )
+    rows.append(
+        (
+            "PCM software accuracy",
+            f"{report['pcm_software_accuracy']:.4f} "
+            f"({report['pcm_samples']} digits, {report['pcm_devices']} devices, "
+            f"{report['pcm_tiles']} tiles)",
+        )
+    )
     for label, value in report["pcm_accuracy_compensated"].items():
         off = report["pcm_accuracy_uncompensated"][label]
         rows.append((f"PCM at {label}", f"{value:.4f} compensated, {off:.4f} without"))

@@ -70,11 +70,17 @@ class TrainConfig:
         for field in ("n_steps", "epochs", "batch_size"):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
-                raise SnubridgeError(f"{field} must be a positive integer, received {value!r}.")
+                raise SnubridgeError(
+                    f"{field} must be a positive integer, received {value!r}."
+                )
         if not self.learning_rate > 0:
-            raise SnubridgeError(f"learning_rate must be positive, received {self.learning_rate!r}.")
+            raise SnubridgeError(
+                f"learning_rate must be positive, received {self.learning_rate!r}."
+            )
         if self.precision not in ("float32", "float64"):
-            raise SnubridgeError(f"precision must be float32 or float64, received {self.precision!r}.")
+            raise SnubridgeError(
+                f"precision must be float32 or float64, received {self.precision!r}."
+            )
         if not 0 < self.decay <= 1:
             raise SnubridgeError(f"decay must lie in (0, 1], received {self.decay!r}.")
         return self
@@ -111,7 +117,9 @@ def run_train(config: TrainConfig) -> dict[str, Any]:
     summary["config"] = {k: v for k, v in dataclasses.asdict(config).items()}
     from snubridge.params_file import atomic_write
 
-    atomic_write(out / "train.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2)))
+    atomic_write(
+        out / "train.json", lambda p: Path(p).write_text(json.dumps(summary, indent=2))
+    )
     logger.info("Training finished in %.1f s; model in %s", summary["seconds"], out)
     return summary
 
@@ -123,11 +131,14 @@ def _train_mnist(config: TrainConfig, out: Path) -> dict[str, Any]:
     train, evaluation = load_mnist_split(config.data, config.n_train, config.seed)
     logger.info(
         "MNIST: %d training and %d evaluation images from %s",
-        len(train), len(evaluation), train.source,
-    )  # fmt: skip
+        len(train),
+        len(evaluation),
+        train.source,
+    )
     common = dict(n_steps=config.n_steps, dtype=config.precision)
     frame_shape = None
     if config.arch == "dense":
+
         def build():
             return models.dense_snu(hidden=config.hidden, decay=config.decay, **common)
     elif config.arch == "conv":
@@ -136,8 +147,10 @@ def _train_mnist(config: TrainConfig, out: Path) -> dict[str, Any]:
         def build():
             return models.conv_snu(decay=config.decay, **common)
     else:
+
         def build():
             return models.lstm_baseline(hidden=config.hidden, **common)
+
     model, history = train_classifier(
         build,
         (train.images / 255.0, train.labels),
@@ -180,9 +193,12 @@ def _train_jsb(config: TrainConfig, out: Path) -> dict[str, Any]:
             "or the standard jsb_chorales.pickle."
         )
     path = Path(config.data)
-    chorales = jsb.load_jsb_pickle(path) if path.suffix == ".pickle" else jsb.load_jsb(path)
+    chorales = (
+        jsb.load_jsb_pickle(path) if path.suffix == ".pickle" else jsb.load_jsb(path)
+    )
     train = jsb.next_step_pairs(chorales.piano_rolls("train"))
     test = jsb.next_step_pairs(chorales.piano_rolls("test"))
+    valid = jsb.next_step_pairs(chorales.piano_rolls("valid"))
     width = int(config.hidden[0])
 
     def build():
@@ -199,6 +215,7 @@ def _train_jsb(config: TrainConfig, out: Path) -> dict[str, Any]:
         seed=config.seed,
         checkpoint_dir=out / "checkpoints",
         resume=config.resume,
+        validation=(valid.inputs, valid.targets, valid.mask),
     )
     probabilities = model.predict(test.inputs, verbose=0)
     nll = float(jsb.frame_nll(probabilities, test.targets, test.mask))
@@ -230,7 +247,9 @@ def parse_widths(text: str) -> tuple[int, ...]:
     return widths
 
 
-def evaluate_classifier(model, digits, n_steps: int, seed: int, frame_shape=None) -> float:
+def evaluate_classifier(
+    model, digits, n_steps: int, seed: int, frame_shape=None
+) -> float:
     """Return the accuracy of ``model`` on rate-coded ``digits`` (numpy encoder)."""
     from snubridge.encoders import rate_encode
 

@@ -161,7 +161,7 @@ def train_classifier(
         learning_rate: Adam learning rate.
         seed: Seed of weights, shuffling and spike encoding.
         checkpoint_dir: Folder for per-epoch checkpoints.
-        resume: Continue from ``checkpoint_dir`` when it holds a checkpoint.
+        resume: Continue from ``checkpoint_dir`` when it contains a checkpoint.
         frame_shape: Per-step input shape, e.g. ``(28, 28, 1)`` for a CNN.
         verbose: Keras progress-bar verbosity (1 shows a bar per epoch).
         strategy: A ``tf.distribute`` strategy to train under.
@@ -175,10 +175,14 @@ def train_classifier(
     initial_epoch, history = 0, {}
     scope = strategy.scope() if strategy is not None else _NullScope()
     with scope:
-        restored = read_checkpoint(checkpoint_dir) if (resume and checkpoint_dir) else None
+        restored = (
+            read_checkpoint(checkpoint_dir) if (resume and checkpoint_dir) else None
+        )
         if restored is not None:
             model, initial_epoch, history = restored
-            logger.info("Resuming from %s at epoch %d", checkpoint_dir, initial_epoch + 1)
+            logger.info(
+                "Resuming from %s at epoch %d", checkpoint_dir, initial_epoch + 1
+            )
         else:
             model = build()
             model.compile(
@@ -187,19 +191,29 @@ def train_classifier(
                 metrics=["accuracy"],
             )
     if initial_epoch >= epochs:
-        logger.info("Checkpoint already holds %d epochs; nothing to train", initial_epoch)
+        logger.info(
+            "Checkpoint already contains %d epochs; nothing to train", initial_epoch
+        )
         return model, history
     counter = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)
     dataset = rate_coded_dataset(
-        *train, n_steps=n_steps, batch_size=batch_size, seed=seed,
-        frame_shape=frame_shape, epoch_counter=counter,
-    )  # fmt: skip
+        *train,
+        n_steps=n_steps,
+        batch_size=batch_size,
+        seed=seed,
+        frame_shape=frame_shape,
+        epoch_counter=counter,
+    )
     validation_data = None
     if validation is not None:
         validation_data = rate_coded_dataset(
-            *validation, n_steps=n_steps, batch_size=batch_size, seed=seed + 1,
-            shuffle=False, frame_shape=frame_shape,
-        )  # fmt: skip
+            *validation,
+            n_steps=n_steps,
+            batch_size=batch_size,
+            seed=seed + 1,
+            shuffle=False,
+            frame_shape=frame_shape,
+        )
     callbacks: list[keras.callbacks.Callback] = [_EpochCounter(counter)]
     checkpoint = None
     if checkpoint_dir is not None:
@@ -237,7 +251,9 @@ def masked_frame_nll(targets: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
     eps = keras.backend.epsilon()
     p = tf.clip_by_value(probabilities, eps, 1.0 - eps)
     targets = tf.cast(targets, p.dtype)
-    return -tf.reduce_sum(targets * tf.math.log(p) + (1 - targets) * tf.math.log(1 - p), -1)
+    return -tf.reduce_sum(
+        targets * tf.math.log(p) + (1 - targets) * tf.math.log(1 - p), -1
+    )
 
 
 def train_sequences(
@@ -253,11 +269,15 @@ def train_sequences(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     verbose: int = 1,
+    validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    patience: int = 20,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train next-step prediction on padded sequences with a step mask.
 
     ``inputs`` and ``targets`` are ``(pieces, steps, keys)``; ``mask`` is
-    ``(pieces, steps)`` with 1 on valid steps.
+    ``(pieces, steps)`` with 1 on valid steps. With ``validation`` given as
+    ``(inputs, targets, mask)``, training stops after ``patience`` epochs
+    without a lower validation loss and keeps the best weights.
     """
     keras.utils.set_random_seed(seed)
     initial_epoch, history = 0, {}
@@ -266,17 +286,33 @@ def train_sequences(
         model, initial_epoch, history = restored
     else:
         model = build()
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=masked_frame_nll)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate), loss=masked_frame_nll
+        )
     callbacks = []
     if checkpoint_dir is not None:
         checkpoint = AtomicCheckpoint(checkpoint_dir)
         checkpoint.history = {key: list(values) for key, values in history.items()}
         callbacks.append(checkpoint)
+    validation_data = None
+    if validation is not None:
+        valid_inputs, valid_targets, valid_mask = validation
+        validation_data = (
+            valid_inputs.astype("float32"),
+            valid_targets.astype("float32"),
+            valid_mask.astype("float32"),
+        )
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True
+            )
+        )
     if initial_epoch < epochs:
         fit = model.fit(
             inputs.astype("float32"),
             targets.astype("float32"),
             sample_weight=mask.astype("float32"),
+            validation_data=validation_data,
             epochs=epochs,
             initial_epoch=initial_epoch,
             batch_size=batch_size,

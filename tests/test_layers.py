@@ -71,7 +71,11 @@ def test_soft_snu_scales_state_by_one_minus_output():
     ("name", "slope", "formula"),
     [
         ("tanh", 1.0, lambda z, k: k * (1 - np.tanh(k * z) ** 2)),
-        ("sigmoid", 4.0, lambda z, k: k / (1 + np.exp(-k * z)) * (1 - 1 / (1 + np.exp(-k * z)))),
+        (
+            "sigmoid",
+            4.0,
+            lambda z, k: k / (1 + np.exp(-k * z)) * (1 - 1 / (1 + np.exp(-k * z))),
+        ),
         ("rectangle", 2.0, lambda z, k: np.where(np.abs(z) < 0.5 / k, k, 0.0)),
         ("straight_through", 1.0, lambda z, k: np.ones_like(z)),
     ],
@@ -82,7 +86,9 @@ def test_pseudo_derivative_formula(name, slope, formula):
         tape.watch(z)
         y = spike(z, name, slope)
     gradient = tape.gradient(y, z).numpy()
-    np.testing.assert_allclose(gradient, formula(z.numpy(), slope), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        gradient, formula(z.numpy(), slope), rtol=1e-12, atol=1e-15
+    )
     np.testing.assert_array_equal(y.numpy(), (z.numpy() > 0).astype(float))
 
 
@@ -127,10 +133,16 @@ def test_sequence_layer_matches_cell(recurrent, lateral):
     rng = np.random.default_rng(7)
     inputs = tf.constant((rng.random((5, 12, 9)) < 0.4).astype("float64"))
     layer_class = layers.SNURecurrent if recurrent else layers.SNUDense
-    fast = layer_class(6, decay=0.85, lateral_inhibition=lateral, dtype="float64",
-                       kernel_initializer=keras.initializers.RandomNormal(0.3, 0.6, seed=1))  # fmt: skip
-    cell = layers.SNUCell(6, recurrent=recurrent, decay=0.85, lateral_inhibition=lateral,
-                          dtype="float64")  # fmt: skip
+    fast = layer_class(
+        6,
+        decay=0.85,
+        lateral_inhibition=lateral,
+        dtype="float64",
+        kernel_initializer=keras.initializers.RandomNormal(0.3, 0.6, seed=1),
+    )
+    cell = layers.SNUCell(
+        6, recurrent=recurrent, decay=0.85, lateral_inhibition=lateral, dtype="float64"
+    )
     rnn = keras.layers.RNN(cell, return_sequences=True, dtype="float64")
     fast.build(inputs.shape)
     rnn.build(inputs.shape)
@@ -144,7 +156,9 @@ def test_sequence_layer_matches_cell(recurrent, lateral):
         cell_loss = tf.reduce_sum(cell_out * weights)
     assert fast_out.numpy().sum() > 0
     np.testing.assert_array_equal(fast_out.numpy(), cell_out.numpy())
-    for fast_var, cell_var in zip(fast.trainable_weights, cell.trainable_weights, strict=True):
+    for fast_var, cell_var in zip(
+        fast.trainable_weights, cell.trainable_weights, strict=True
+    ):
         fast_grad = tape.gradient(fast_loss, fast_var).numpy()
         cell_grad = tape.gradient(cell_loss, cell_var).numpy()
         assert np.abs(fast_grad).sum() > 0
@@ -159,8 +173,13 @@ def test_sequence_layer_matches_cell(recurrent, lateral):
 
 def test_lateral_inhibition_is_per_sample():
     rng = np.random.default_rng(3)
-    layer = layers.SNUDense(8, decay=0.9, lateral_inhibition=True, dtype="float64",
-                            kernel_initializer=keras.initializers.RandomUniform(0, 1, seed=2))  # fmt: skip
+    layer = layers.SNUDense(
+        8,
+        decay=0.9,
+        lateral_inhibition=True,
+        dtype="float64",
+        kernel_initializer=keras.initializers.RandomUniform(0, 1, seed=2),
+    )
     batch = (rng.random((6, 15, 10)) < 0.5).astype("float64")
     together = layer(batch).numpy()
     for index in range(len(batch)):
@@ -176,25 +195,52 @@ def _asymmetric_network(precision="float64") -> NetworkSpec:
     rng = np.random.default_rng(11)
     return NetworkSpec(
         layers=[
-            LayerSpec("conv", "snu_conv2d", kernel=rng.normal(0.3, 0.8, (3, 2, 2, 3)),
-                      threshold=np.array([0.8, 1.0, 1.3]), decay=0.8, strides=(2, 1),
-                      padding="same", input_shape=(7, 6, 2)),
+            LayerSpec(
+                "conv",
+                "snu_conv2d",
+                kernel=rng.normal(0.3, 0.8, (3, 2, 2, 3)),
+                threshold=np.array([0.8, 1.0, 1.3]),
+                decay=0.8,
+                strides=(2, 1),
+                padding="same",
+                input_shape=(7, 6, 2),
+            ),
             LayerSpec("flat", "flatten", input_shape=(4, 6, 3)),
-            LayerSpec("rec", "snu_recurrent", kernel=rng.normal(0.1, 0.5, (72, 9)),
-                      recurrent_kernel=rng.normal(0, 0.7, (9, 9)),
-                      threshold=rng.uniform(0.5, 1.5, 9), bias=rng.normal(0, 0.1, 9),
-                      decay=0.7, tau=-1e-3 / math.log(0.7), decay_mode="exact",
-                      input_shape=(72,)),
-            LayerSpec("dense", "snu_dense", kernel=rng.normal(0.2, 0.6, (9, 5)),
-                      threshold=np.full(5, 0.9), decay=0.6, activation="identity",
-                      input_shape=(9,)),
-            LayerSpec("out", "readout", kernel=rng.normal(0, 1, (5, 4)),
-                      bias=np.array([0.1, -0.2, 0.0, 0.3]), readout_mode="leaky_last",
-                      decay=0.9, readout_activation="softmax", input_shape=(5,)),
+            LayerSpec(
+                "rec",
+                "snu_recurrent",
+                kernel=rng.normal(0.1, 0.5, (72, 9)),
+                recurrent_kernel=rng.normal(0, 0.7, (9, 9)),
+                threshold=rng.uniform(0.5, 1.5, 9),
+                bias=rng.normal(0, 0.1, 9),
+                decay=0.7,
+                tau=-1e-3 / math.log(0.7),
+                decay_mode="exact",
+                input_shape=(72,),
+            ),
+            LayerSpec(
+                "dense",
+                "snu_dense",
+                kernel=rng.normal(0.2, 0.6, (9, 5)),
+                threshold=np.full(5, 0.9),
+                decay=0.6,
+                activation="identity",
+                input_shape=(9,),
+            ),
+            LayerSpec(
+                "out",
+                "readout",
+                kernel=rng.normal(0, 1, (5, 4)),
+                bias=np.array([0.1, -0.2, 0.0, 0.3]),
+                readout_mode="leaky_last",
+                decay=0.9,
+                readout_activation="softmax",
+                input_shape=(5,),
+            ),
         ],
         input_shape=(7, 6, 2),
         precision=precision,
-    ).validate()  # fmt: skip
+    ).validate()
 
 
 def test_keras_matches_numpy_reference_float64():
@@ -206,9 +252,15 @@ def test_keras_matches_numpy_reference_float64():
     result = keras_io.run_keras(model, inputs)
     for name in ("conv", "rec", "dense"):
         assert expected.outputs[name].sum() > 0, name
-        np.testing.assert_array_equal(result.outputs[name], expected.outputs[name], err_msg=name)
-        np.testing.assert_allclose(result.states[name], expected.states[name], atol=1e-12)
-    np.testing.assert_allclose(result.outputs["out"], expected.outputs["out"], atol=1e-12)
+        np.testing.assert_array_equal(
+            result.outputs[name], expected.outputs[name], err_msg=name
+        )
+        np.testing.assert_allclose(
+            result.states[name], expected.states[name], atol=1e-12
+        )
+    np.testing.assert_allclose(
+        result.outputs["out"], expected.outputs["out"], atol=1e-12
+    )
 
 
 def test_transposed_kernel_changes_raster():
@@ -225,7 +277,9 @@ def test_transposed_kernel_changes_raster():
 def test_spec_round_trip_through_model():
     spec = _asymmetric_network()
     again = keras_io.spec_from_model(keras_io.model_from_spec(spec))
-    assert [layer.kind for layer in again.layers] == [layer.kind for layer in spec.layers]
+    assert [layer.kind for layer in again.layers] == [
+        layer.kind for layer in spec.layers
+    ]
     assert again.precision == "float64"
     for first, second in zip(spec.layers, again.layers, strict=True):
         for field in ("kernel", "threshold", "bias", "recurrent_kernel"):
@@ -245,8 +299,15 @@ def test_unknown_keras_layer_rejected():
 
 
 ALL_LAYERS = [
-    layers.SNUDense(4, tau=0.02, dt=1e-3, decay_mode="euler", pseudo_derivative="sigmoid",
-                    pseudo_derivative_slope=3.0, use_bias=True),
+    layers.SNUDense(
+        4,
+        tau=0.02,
+        dt=1e-3,
+        decay_mode="euler",
+        pseudo_derivative="sigmoid",
+        pseudo_derivative_slope=3.0,
+        use_bias=True,
+    ),
     layers.SNURecurrent(4, decay=0.7, lateral_inhibition=True),
     layers.SNUConv2D(3, (3, 2), strides=(1, 2), padding="same", decay=0.9),
     layers.SSNUDense(4, decay=0.6),
@@ -255,7 +316,7 @@ ALL_LAYERS = [
     layers.SNUReadout(3, mode="leaky", activation="sigmoid", decay=0.95),
     layers.SNUCell(4, recurrent=True, decay=0.5),
     layers.SpikeFlatten(),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("layer", ALL_LAYERS, ids=lambda layer: type(layer).__name__)
@@ -286,9 +347,17 @@ def test_saved_model_loads_in_fresh_process(tmp_path):
     inputs = (rng.random((3, 10, 7, 6, 2)) < 0.3).astype("float64")
     np.save(tmp_path / "inputs.npy", inputs)
     subprocess.run(
-        [sys.executable, "-c", SAVED_MODEL_CHECK, str(path), str(tmp_path / "inputs.npy"),
-         str(tmp_path / "out.npy")],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            SAVED_MODEL_CHECK,
+            str(path),
+            str(tmp_path / "inputs.npy"),
+            str(tmp_path / "out.npy"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), model(inputs).numpy())
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -18,17 +18,32 @@ def _network() -> NetworkSpec:
     rng = np.random.default_rng(4)
     return NetworkSpec(
         layers=[
-            LayerSpec("hidden", "snu_recurrent", kernel=rng.normal(size=(6, 4)),
-                      recurrent_kernel=rng.normal(size=(4, 4)), threshold=[1.0, 0.9, 1.1, 1.2],
-                      decay=math.exp(-0.1), tau=0.01, decay_mode="exact", input_shape=(6,)),
-            LayerSpec("out", "readout", kernel=rng.normal(size=(4, 3)), bias=[0.1, 0.2, 0.3],
-                      readout_mode="mean", readout_activation="softmax", input_shape=(4,)),
+            LayerSpec(
+                "hidden",
+                "snu_recurrent",
+                kernel=rng.normal(size=(6, 4)),
+                recurrent_kernel=rng.normal(size=(4, 4)),
+                threshold=[1.0, 0.9, 1.1, 1.2],
+                decay=math.exp(-0.1),
+                tau=0.01,
+                decay_mode="exact",
+                input_shape=(6,),
+            ),
+            LayerSpec(
+                "out",
+                "readout",
+                kernel=rng.normal(size=(4, 3)),
+                bias=[0.1, 0.2, 0.3],
+                readout_mode="mean",
+                readout_activation="softmax",
+                input_shape=(4,),
+            ),
         ],
         input_shape=(6,),
         dt=1e-3,
         precision="float64",
         metadata={"seed": 3, "note": "test"},
-    ).validate()  # fmt: skip
+    ).validate()
 
 
 def test_round_trip_keeps_every_field(tmp_path):
@@ -39,8 +54,18 @@ def test_round_trip_keeps_every_field(tmp_path):
     assert again.precision == "float64"
     assert again.metadata == {"seed": 3, "note": "test"}
     for first, second in zip(spec.layers, again.layers, strict=True):
-        for field in ("name", "kind", "decay", "decay_mode", "tau", "activation", "output",
-                      "readout_mode", "readout_activation", "input_shape"):  # fmt: skip
+        for field in (
+            "name",
+            "kind",
+            "decay",
+            "decay_mode",
+            "tau",
+            "activation",
+            "output",
+            "readout_mode",
+            "readout_activation",
+            "input_shape",
+        ):
             assert getattr(first, field) == getattr(second, field), field
         for field in ("kernel", "threshold", "bias", "recurrent_kernel"):
             a, b = getattr(first, field), getattr(second, field)

@@ -27,8 +27,9 @@ def digits():
 def test_rate_coding_probability_matches_intensity():
     rng = np.random.default_rng(0)
     images = rng.random((40, 30)).astype("float32")
-    dataset = rate_coded_dataset(images, np.arange(40), n_steps=400, batch_size=40,
-                                 seed=1, shuffle=False)  # fmt: skip
+    dataset = rate_coded_dataset(
+        images, np.arange(40), n_steps=400, batch_size=40, seed=1, shuffle=False
+    )
     spikes, _ = next(iter(dataset))
     rates = spikes.numpy().mean(axis=1)
     # Binomial standard deviation of a mean of 400 draws is at most 0.025;
@@ -42,8 +43,14 @@ def test_training_learns_real_digits(digits, tmp_path):
     held = (evaluation.images[:400] / 255.0, evaluation.labels[:400])
     model, history = train_classifier(
         lambda: models.dense_snu(hidden=(64,), n_steps=16),
-        small, held, n_steps=16, epochs=2, batch_size=32, seed=0, verbose=0,
-    )  # fmt: skip
+        small,
+        held,
+        n_steps=16,
+        epochs=2,
+        batch_size=32,
+        seed=0,
+        verbose=0,
+    )
     # Chance is 10 %; two short epochs on 1,200 digits reach far above it.
     assert history["val_accuracy"][-1] > 0.6
     assert history["loss"][-1] < history["loss"][0]
@@ -57,23 +64,48 @@ def test_resume_continues_from_last_epoch(digits, tmp_path):
         return models.dense_snu(hidden=(16,), n_steps=8)
 
     folder = tmp_path / "ckpt"
-    train_classifier(build, data, n_steps=8, epochs=1, batch_size=64, seed=0,
-                     checkpoint_dir=folder, verbose=0)  # fmt: skip
+    train_classifier(
+        build,
+        data,
+        n_steps=8,
+        epochs=1,
+        batch_size=64,
+        seed=0,
+        checkpoint_dir=folder,
+        verbose=0,
+    )
     state = json.loads((folder / "state.json").read_text())
     assert state["epoch"] == 0
     model, next_epoch, history = read_checkpoint(folder)
     assert next_epoch == 1
     assert len(history["loss"]) == 1
-    _, history = train_classifier(build, data, n_steps=8, epochs=3, batch_size=64, seed=0,
-                                  checkpoint_dir=folder, resume=True, verbose=0)  # fmt: skip
+    _, history = train_classifier(
+        build,
+        data,
+        n_steps=8,
+        epochs=3,
+        batch_size=64,
+        seed=0,
+        checkpoint_dir=folder,
+        resume=True,
+        verbose=0,
+    )
     assert len(history["loss"]) == 3
     assert json.loads((folder / "state.json").read_text())["epoch"] == 2
     assert not list(folder.glob("*.tmp"))
 
 
 def test_train_stage_writes_model_and_params(digits, tmp_path):
-    config = TrainConfig(arch="dense", data=str(MNIST), out=str(tmp_path / "run"),
-                         n_train=300, n_steps=6, epochs=1, hidden=(12,), seed=2)  # fmt: skip
+    config = TrainConfig(
+        arch="dense",
+        data=str(MNIST),
+        out=str(tmp_path / "run"),
+        n_train=300,
+        n_steps=6,
+        epochs=1,
+        hidden=(12,),
+        seed=2,
+    )
     summary = run_train(config)
     spec = load_params(summary["params"])
     model = keras_io.load_model(summary["model"])

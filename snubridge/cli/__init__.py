@@ -33,9 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
             "phase-change-memory crossbar."
         ),
     )
-    parser.add_argument("--version", action="version", version=f"snubridge {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="store_true", help="show debug logs and full tracebacks"
+        "--version", action="version", version=f"snubridge {__version__}"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show debug logs and full tracebacks",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
@@ -69,7 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(verbose)
     try:
         return int(args.handler(args) or 0)
-    except (SnubridgeError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
+    except (
+        SnubridgeError,
+        FileNotFoundError,
+        IsADirectoryError,
+        PermissionError,
+    ) as error:
         if verbose:
             raise
         message = str(error) if isinstance(error, SnubridgeError) else f"{error}"

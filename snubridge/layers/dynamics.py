@@ -69,13 +69,17 @@ def resolve_settings(
     if activation not in ACTIVATIONS:
         raise SpecError(f"activation={activation!r}; expected one of {ACTIVATIONS}.")
     if output not in OUTPUTS:
-        raise SpecError(f"output={output!r}; expected 'step' (SNU) or 'sigmoid' (sSNU).")
+        raise SpecError(
+            f"output={output!r}; expected 'step' (SNU) or 'sigmoid' (sSNU)."
+        )
     check_pseudo_derivative(pseudo_derivative, pseudo_derivative_slope)
     if lateral_inhibition and output != "step":
         raise SpecError("lateral_inhibition needs output='step'.")
     if tau is None:
         if decay is None:
-            raise SpecError("Give the membrane decay: decay=l, or tau, dt and decay_mode.")
+            raise SpecError(
+                "Give the membrane decay: decay=l, or tau, dt and decay_mode."
+            )
         if decay_mode not in (None, "direct"):
             raise SpecError(
                 f"decay_mode={decay_mode!r} needs tau and dt in seconds; "
@@ -83,9 +87,16 @@ def resolve_settings(
             )
         check_decay(decay, "SNU layer")
         return SNUSettings(
-            float(decay), "direct", None, None, activation, output,
-            pseudo_derivative, float(pseudo_derivative_slope), bool(lateral_inhibition),
-        )  # fmt: skip
+            float(decay),
+            "direct",
+            None,
+            None,
+            activation,
+            output,
+            pseudo_derivative,
+            float(pseudo_derivative_slope),
+            bool(lateral_inhibition),
+        )
     if dt is None:
         raise SpecError(f"tau={tau!r} s needs the time step dt in seconds as well.")
     if decay_mode not in ("exact", "euler"):
@@ -94,15 +105,25 @@ def resolve_settings(
             f"'euler' (l = 1 - dt/tau), received {decay_mode!r}."
         )
     computed = decay_from_tau(float(tau), float(dt), decay_mode)
-    if decay is not None and not math.isclose(decay, computed, rel_tol=0, abs_tol=1e-12):
+    if decay is not None and not math.isclose(
+        decay, computed, rel_tol=0, abs_tol=1e-12
+    ):
         raise SpecError(
             f"decay={decay!r} contradicts tau={tau!r} s, dt={dt!r} s and "
-            f"decay_mode={decay_mode!r}, which give {computed!r}; pass one or the other."
+            f"decay_mode={decay_mode!r}, which give {computed!r}; pass one or the "
+            "other."
         )
     return SNUSettings(
-        computed, decay_mode, float(tau), float(dt), activation, output,
-        pseudo_derivative, float(pseudo_derivative_slope), bool(lateral_inhibition),
-    )  # fmt: skip
+        computed,
+        decay_mode,
+        float(tau),
+        float(dt),
+        activation,
+        output,
+        pseudo_derivative,
+        float(pseudo_derivative_slope),
+        bool(lateral_inhibition),
+    )
 
 
 def settings_config(settings: SNUSettings) -> dict[str, Any]:
@@ -133,7 +154,8 @@ def snu_step(
     reset = output
     if settings.lateral_inhibition:
         reset = tf.broadcast_to(
-            tf.reduce_max(output, axis=_neuron_axes(output), keepdims=True), tf.shape(output)
+            tf.reduce_max(output, axis=_neuron_axes(output), keepdims=True),
+            tf.shape(output),
         )
     state = current + decay * state * (1.0 - reset)
     if settings.activation == "relu":

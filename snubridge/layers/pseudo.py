@@ -35,7 +35,9 @@ def check_pseudo_derivative(name: str, slope: float) -> None:
             f"{', '.join(map(repr, PSEUDO_DERIVATIVES))}."
         )
     if not float(slope) > 0:
-        raise SpecError(f"pseudo_derivative_slope must be positive, received {slope!r}.")
+        raise SpecError(
+            f"pseudo_derivative_slope must be positive, received {slope!r}."
+        )
 
 
 def pseudo_derivative(margin: tf.Tensor, name: str, slope: float) -> tf.Tensor:

@@ -57,7 +57,9 @@ class SNUReadout(keras.layers.Layer):
         if mode not in READOUT_MODES:
             raise SpecError(f"mode={mode!r}; expected one of {READOUT_MODES}.")
         if activation not in READOUT_ACTIVATIONS:
-            raise SpecError(f"activation={activation!r}; expected one of {READOUT_ACTIVATIONS}.")
+            raise SpecError(
+                f"activation={activation!r}; expected one of {READOUT_ACTIVATIONS}."
+            )
         check_decay(decay, f"SNUReadout {self.name!r}")
         self.units = units
         self.mode = mode

@@ -23,7 +23,12 @@ import keras
 import tensorflow as tf
 
 from snubridge.errors import SpecError
-from snubridge.layers.dynamics import SNUSettings, resolve_settings, settings_config, snu_step
+from snubridge.layers.dynamics import (
+    SNUSettings,
+    resolve_settings,
+    settings_config,
+    snu_step,
+)
 
 PACKAGE = "snubridge"
 # Above this many steps the recursion runs in a tf.while_loop instead of being
@@ -71,7 +76,9 @@ class _SNUSettingsMixin:
         config.update(
             use_bias=self.use_bias,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
-            threshold_initializer=keras.initializers.serialize(self.threshold_initializer),
+            threshold_initializer=keras.initializers.serialize(
+                self.threshold_initializer
+            ),
             trainable_threshold=self.trainable_threshold,
         )
         return config
@@ -194,10 +201,20 @@ class SNUDense(_SNUSettingsMixin, keras.layers.Layer):
         if decay is None and tau is None:
             decay = 0.8
         self._init_settings(
-            decay, tau, dt, decay_mode, activation, output, pseudo_derivative,
-            pseudo_derivative_slope, lateral_inhibition, use_bias, kernel_initializer,
-            threshold_initializer, trainable_threshold,
-        )  # fmt: skip
+            decay,
+            tau,
+            dt,
+            decay_mode,
+            activation,
+            output,
+            pseudo_derivative,
+            pseudo_derivative_slope,
+            lateral_inhibition,
+            use_bias,
+            kernel_initializer,
+            threshold_initializer,
+            trainable_threshold,
+        )
 
     def build(self, input_shape: tuple) -> None:
         if len(input_shape) != 3 or input_shape[-1] is None:
@@ -231,7 +248,10 @@ class SNUDense(_SNUSettingsMixin, keras.layers.Layer):
     def call(self, inputs: tf.Tensor, return_states: bool = False):
         inputs = tf.cast(inputs, self.compute_dtype)
         outputs, states = run_recursion(
-            self.input_current(inputs), self.threshold, self.settings, self.recurrent_kernel
+            self.input_current(inputs),
+            self.threshold,
+            self.settings,
+            self.recurrent_kernel,
         )
         return (outputs, states) if return_states else outputs
 
@@ -302,10 +322,20 @@ class SNUConv2D(_SNUSettingsMixin, keras.layers.Layer):
         if decay is None and tau is None:
             decay = 0.8
         self._init_settings(
-            decay, tau, dt, decay_mode, activation, output, pseudo_derivative,
-            pseudo_derivative_slope, lateral_inhibition, use_bias, kernel_initializer,
-            threshold_initializer, trainable_threshold,
-        )  # fmt: skip
+            decay,
+            tau,
+            dt,
+            decay_mode,
+            activation,
+            output,
+            pseudo_derivative,
+            pseudo_derivative_slope,
+            lateral_inhibition,
+            use_bias,
+            kernel_initializer,
+            threshold_initializer,
+            trainable_threshold,
+        )
 
     def build(self, input_shape: tuple) -> None:
         if len(input_shape) != 5 or input_shape[-1] is None:
@@ -344,9 +374,12 @@ class SNUConv2D(_SNUSettingsMixin, keras.layers.Layer):
         from snubridge.spec import conv_output_hw
 
         out_h, out_w = conv_output_hw(
-            int(input_shape[2]), int(input_shape[3]), self.kernel_size, self.strides,
+            int(input_shape[2]),
+            int(input_shape[3]),
+            self.kernel_size,
+            self.strides,
             self.padding,
-        )  # fmt: skip
+        )
         return (input_shape[0], input_shape[1], out_h, out_w, self.filters)
 
     def get_config(self) -> dict[str, Any]:
@@ -364,7 +397,9 @@ class SNUConv2D(_SNUSettingsMixin, keras.layers.Layer):
 def _pair(value: int | tuple[int, int] | list[int], field: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and v >= 1 for v in pair):
-        raise SpecError(f"{field} must be a positive int or a pair, received {value!r}.")
+        raise SpecError(
+            f"{field} must be a positive int or a pair, received {value!r}."
+        )
     return pair
 
 
@@ -388,7 +423,9 @@ class SSNURecurrent(SNURecurrent):
 class SSNUConv2D(SNUConv2D):
     """Soft SNU convolution: :class:`SNUConv2D` with ``output="sigmoid"``."""
 
-    def __init__(self, filters: int, kernel_size: Any, output: str = "sigmoid", **kwargs):
+    def __init__(
+        self, filters: int, kernel_size: Any, output: str = "sigmoid", **kwargs
+    ):
         super().__init__(filters, kernel_size, output=output, **kwargs)
 
 
@@ -427,10 +464,20 @@ class SNUCell(_SNUSettingsMixin, keras.layers.Layer):
         if decay is None and tau is None:
             decay = 0.8
         self._init_settings(
-            decay, tau, dt, decay_mode, activation, output, pseudo_derivative,
-            pseudo_derivative_slope, lateral_inhibition, use_bias, kernel_initializer,
-            threshold_initializer, trainable_threshold,
-        )  # fmt: skip
+            decay,
+            tau,
+            dt,
+            decay_mode,
+            activation,
+            output,
+            pseudo_derivative,
+            pseudo_derivative_slope,
+            lateral_inhibition,
+            use_bias,
+            kernel_initializer,
+            threshold_initializer,
+            trainable_threshold,
+        )
         self.state_size = [self.units, self.units]
         self.output_size = self.units
 
@@ -442,9 +489,10 @@ class SNUCell(_SNUSettingsMixin, keras.layers.Layer):
         )
         self.recurrent_kernel = (
             self.add_weight(
-                shape=(self.units, self.units), initializer="orthogonal",
+                shape=(self.units, self.units),
+                initializer="orthogonal",
                 name="recurrent_kernel",
-            )  # fmt: skip
+            )
             if self.recurrent
             else None
         )
@@ -462,5 +510,7 @@ class SNUCell(_SNUSettingsMixin, keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
-        config.update(units=self.units, recurrent=self.recurrent, **self._settings_config())
+        config.update(
+            units=self.units, recurrent=self.recurrent, **self._settings_config()
+        )
         return config
