@@ -4,6 +4,13 @@
 * :func:`model_from_spec` builds a Keras model that computes the same network,
 * :func:`run_keras` runs a model and records every layer's output and state,
 * :func:`load_model` opens a ``.keras`` file with ``safe_mode`` on.
+
+Extension layer kinds map their own Keras layer class through the
+``keras_layer``, ``to_spec`` and ``from_spec`` fields of their
+:class:`~snubridge.spec.LayerKind` (see :func:`snubridge.spec.register_layer_kind`).
+Those classes are matched before the built-in ones, so an extension layer that
+subclasses :class:`~snubridge.layers.SNUDense` is never read as a plain dense
+layer.
 """
 
 from __future__ import annotations
@@ -17,19 +24,19 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from snubridge import spec as spec_module
 from snubridge.errors import ParameterFileError, SpecError
 from snubridge.layers import (
     SNUCell,
     SNUConv2D,
     SNUDense,
-    SNURecurrent,
     SNUReadout,
+    SNURecurrent,
     SpikeFlatten,
 )
-from snubridge.layers.snu import _SNUSettingsMixin
 from snubridge.params_file import atomic_write
 from snubridge.reference import SimulationResult
-from snubridge.spec import LayerSpec, NetworkSpec
+from snubridge.spec import LAYER_KINDS, LayerKind, LayerSpec, NetworkSpec
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +63,9 @@ def load_model(path: str | os.PathLike) -> keras.Model:
             f"{str(source)!r} is not a .keras file; HDF5 parameter files open with "
             "snubridge.load_params."
         )
+    # A .keras file names its layers by registered class name, so the Keras
+    # classes of extension kinds are imported (and so registered) first.
+    _keras_extensions()
     try:
         return keras.saving.load_model(source, safe_mode=True)
     except (ValueError, OSError, KeyError, TypeError) as error:
@@ -64,11 +74,56 @@ def load_model(path: str | os.PathLike) -> keras.Model:
         ) from None
 
 
+def _keras_extensions() -> list[tuple[LayerKind, type]]:
+    """Return ``(layer_kind, keras_class)`` of each extension kind with Keras.
+
+    A kind whose Keras class fails to import is logged and left out, so one
+    broken plug-in does not block models that do not use it.
+    """
+    found = []
+    for layer_kind in spec_module.LAYER_KIND_REGISTRY.layer_kinds():
+        if layer_kind.keras_layer is None:
+            continue
+        try:
+            found.append((layer_kind, layer_kind.keras_hooks()[0]))
+        except SpecError as error:
+            logger.warning("Keras layer of kind %r skipped: %s", layer_kind.kind, error)
+    return found
+
+
+def _extension_for_layer(
+    layer: Any, extensions: list[tuple[LayerKind, type]]
+) -> LayerKind | None:
+    """Return the extension kind of a Keras ``layer``: exact class, else subclass."""
+    for layer_kind, layer_class in extensions:
+        if type(layer) is layer_class:
+            return layer_kind
+    for layer_kind, layer_class in extensions:
+        if isinstance(layer, layer_class):
+            return layer_kind
+    return None
+
+
+def _extension_entry(
+    layer: Any, layer_kind: LayerKind, input_shape: tuple[int, ...]
+) -> LayerSpec:
+    _, to_spec, _ = layer_kind.keras_hooks()
+    entry = to_spec(layer, input_shape)
+    if not isinstance(entry, LayerSpec) or entry.kind != layer_kind.kind:
+        raise SpecError(
+            f"to_spec of kind {layer_kind.kind!r} returned {entry!r} for layer "
+            f"{layer.name!r}; expected a LayerSpec of kind {layer_kind.kind!r}."
+        )
+    return entry
+
+
 def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
     """Save ``model`` as ``.keras`` through a temporary file and a rename."""
     target = Path(path)
     if target.suffix != ".keras":
-        raise ParameterFileError(f"Keras models are saved as .keras, received {str(target)!r}.")
+        raise ParameterFileError(
+            f"Keras models are saved as .keras, received {str(target)!r}."
+        )
 
     def write(temporary: str) -> None:
         staged = temporary + ".keras"
@@ -111,6 +166,40 @@ def _snu_entry(layer: Any, kind: str, input_shape: tuple[int, ...]) -> LayerSpec
     )
 
 
+def snu_layer_spec(layer: Any, kind: str, input_shape: tuple[int, ...]) -> LayerSpec:
+    """Return the :class:`LayerSpec` fields of an SNU Keras layer as ``kind``.
+
+    Reads the weights (``kernel``, ``threshold``, ``bias``, ``recurrent_kernel``
+    where present), the neuron settings and the convolution settings. An
+    extension's ``to_spec`` calls it for a layer that subclasses an SNU layer
+    and then adds its ``params``.
+    """
+    return _snu_entry(layer, kind, input_shape)
+
+
+def snu_layer_arguments(entry: LayerSpec, dtype: str, dt: float) -> dict[str, Any]:
+    """Return the neuron keyword arguments of an SNU Keras layer built from ``entry``.
+
+    ``decay`` for ``decay_mode="direct"``, else ``tau``, ``dt`` (seconds) and
+    ``decay_mode``; plus ``activation``, ``output``, ``lateral_inhibition``,
+    ``use_bias``, ``name`` and ``dtype``. An extension's ``from_spec`` passes
+    them to its layer class.
+    """
+    neuron = dict(
+        activation=entry.activation,
+        output=entry.output,
+        lateral_inhibition=entry.lateral_inhibition,
+        use_bias=entry.bias is not None,
+        name=entry.name,
+        dtype=dtype,
+    )
+    if entry.decay_mode == "direct":
+        neuron["decay"] = entry.decay
+    else:
+        neuron.update(tau=entry.tau, dt=dt, decay_mode=entry.decay_mode)
+    return neuron
+
+
 def _layer_dt(layer: Any) -> float | None:
     settings = getattr(layer, "settings", None)
     return None if settings is None else settings.dt
@@ -120,10 +209,15 @@ def spec_from_model(model: keras.Model, dt: float | None = None) -> NetworkSpec:
     """Describe a Keras model of SNU layers as a validated :class:`NetworkSpec`.
 
     The model must be a chain (``Sequential`` or a functional chain) of the
-    layers in ``SUPPORTED_LAYERS``. ``dt`` (seconds) defaults to the ``dt`` the
-    layers were built with, else 1 ms.
+    layers in ``SUPPORTED_LAYERS`` or of the Keras layers of registered
+    extension kinds. ``dt`` (seconds) defaults to the ``dt`` the layers were
+    built with, else 1 ms.
     """
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    layers = [
+        layer
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+    ]
     input_shape = tuple(int(n) for n in model.input_shape[2:])
     shape = input_shape
     entries: list[LayerSpec] = []
@@ -133,8 +227,12 @@ def spec_from_model(model: keras.Model, dt: float | None = None) -> NetworkSpec:
             f"Layers were built with different time steps {sorted(layer_dts)} s; one "
             "network needs one dt."
         )
+    extensions = _keras_extensions()
     for layer in layers:
-        if isinstance(layer, SNUConv2D):
+        extension = _extension_for_layer(layer, extensions)
+        if extension is not None:
+            entry = _extension_entry(layer, extension, shape)
+        elif isinstance(layer, SNUConv2D):
             entry = _snu_entry(layer, "snu_conv2d", shape)
         elif isinstance(layer, SNUDense):
             kind = "snu_recurrent" if isinstance(layer, SNURecurrent) else "snu_dense"
@@ -163,10 +261,13 @@ def spec_from_model(model: keras.Model, dt: float | None = None) -> NetworkSpec:
         elif isinstance(layer, SpikeFlatten):
             entry = LayerSpec(name=layer.name, kind="flatten", input_shape=shape)
         else:
+            extension_names = [layer_class.__name__ for _, layer_class in extensions]
             raise SpecError(
                 f"Layer {layer.name!r} of type {type(layer).__name__} has no SNU "
-                f"equivalent; supported layers are {', '.join(SUPPORTED_LAYERS)}. "
-                "Register a converter for it or replace it."
+                f"equivalent; supported layers are "
+                f"{', '.join([*SUPPORTED_LAYERS, *extension_names])}. Replace it, or "
+                "map it with snubridge.spec.register_layer_kind(kind, ..., "
+                "keras_layer=..., to_spec=..., from_spec=...)."
             )
         entries.append(entry)
         shape = entry.output_shape if entry.kind != "flatten" else entry.output_shape
@@ -201,6 +302,9 @@ def model_from_spec(
         built.append((layer, entry))
     model = keras.Model(inputs, values, name=spec.name)
     for layer, entry in built:
+        if entry.kind not in LAYER_KINDS:
+            _assign_extension_weights(layer, entry)
+            continue
         if entry.kind == "flatten":
             continue
         layer.kernel.assign(entry.kernel)
@@ -214,7 +318,37 @@ def model_from_spec(
     return model
 
 
+_WEIGHT_FIELDS = ("kernel", "bias", "threshold", "recurrent_kernel")
+
+
+def _assign_extension_weights(layer: keras.layers.Layer, entry: LayerSpec) -> None:
+    """Copy the spec's weights into the built extension ``layer``, by field name."""
+    for field in _WEIGHT_FIELDS:
+        value = getattr(entry, field)
+        if value is None:
+            continue
+        target = getattr(layer, field, None)
+        if target is None:
+            raise SpecError(
+                f"Layer {entry.name!r} of kind {entry.kind!r}: the spec has {field} "
+                f"but the Keras layer {type(layer).__name__} has no {field} weight; "
+                "its from_spec must build a layer with that weight."
+            )
+        target.assign(value)
+
+
 def _layer_from_entry(entry: LayerSpec, dtype: str, dt: float) -> keras.layers.Layer:
+    if entry.kind not in LAYER_KINDS:
+        where = f"Layer {entry.name!r}"
+        layer_kind = spec_module.get_layer_kind(entry.kind, where=where)
+        _, _, from_spec = layer_kind.keras_hooks()
+        layer = from_spec(entry, dtype, dt)
+        if not isinstance(layer, keras.layers.Layer):
+            raise SpecError(
+                f"from_spec of kind {entry.kind!r} returned {type(layer).__name__} "
+                f"for layer {entry.name!r}; expected a keras.layers.Layer."
+            )
+        return layer
     if entry.kind == "flatten":
         return SpikeFlatten(name=entry.name, dtype=dtype)
     if entry.kind == "readout":
@@ -227,18 +361,7 @@ def _layer_from_entry(entry: LayerSpec, dtype: str, dt: float) -> keras.layers.L
             name=entry.name,
             dtype=dtype,
         )
-    neuron = dict(
-        activation=entry.activation,
-        output=entry.output,
-        lateral_inhibition=entry.lateral_inhibition,
-        use_bias=entry.bias is not None,
-        name=entry.name,
-        dtype=dtype,
-    )
-    if entry.decay_mode == "direct":
-        neuron["decay"] = entry.decay
-    else:
-        neuron.update(tau=entry.tau, dt=dt, decay_mode=entry.decay_mode)
+    neuron = snu_layer_arguments(entry, dtype, dt)
     if entry.kind == "snu_conv2d":
         return SNUConv2D(
             int(entry.kernel.shape[3]),
@@ -260,7 +383,11 @@ def run_keras(
     and shapes as :func:`snubridge.reference.simulate`, in float64 arrays
     (values computed in the model's own dtype).
     """
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    layers = [
+        layer
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+    ]
     dtype = model.dtype_policy.compute_dtype
     outputs: dict[str, list[np.ndarray]] = {}
     states: dict[str, list[np.ndarray]] = {}

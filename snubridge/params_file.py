@@ -13,9 +13,18 @@ Schema version 1 (all strings UTF-8, all arrays float64)::
                                    tau (seconds, NaN when absent), activation,
                                    output, reset, lateral_inhibition,
                                    readout_mode, readout_activation,
-                                   strides, padding, input_shape
+                                   strides, padding, input_shape,
+                                   params_json (JSON object of the extension
+                                   parameters, name to number or string)
                             datasets (when present): kernel, threshold, bias,
                                    recurrent_kernel
+
+``params_json`` is optional, so the schema version stays 1: a layer group
+without it (a file written before extension kinds existed) reads as
+``params = {}``, and readers that predate it ignore it. The ``kind`` attribute
+may name an
+extension kind (see :func:`snubridge.spec.register_layer_kind`), which must be
+registered, directly or through its entry point, when the file is loaded.
 
 The file holds numbers and short strings only: no pickles and no code. Writers
 go through a temporary file in the same folder and an atomic rename, so an
@@ -104,7 +113,10 @@ def save_params(spec: NetworkSpec, path: str | os.PathLike) -> Path:
                 group.attrs["tau"] = math.nan if layer.tau is None else float(layer.tau)
                 group.attrs["lateral_inhibition"] = bool(layer.lateral_inhibition)
                 group.attrs["strides"] = np.asarray(layer.strides, dtype=np.int64)
-                group.attrs["input_shape"] = np.asarray(layer.input_shape, dtype=np.int64)
+                group.attrs["input_shape"] = np.asarray(
+                    layer.input_shape, dtype=np.int64
+                )
+                group.attrs["params_json"] = json.dumps(layer.params, sort_keys=True)
                 for field in _ARRAY_FIELDS:
                     value = getattr(layer, field)
                     if value is not None:
@@ -125,6 +137,28 @@ def _attr(group: h5py.Group, key: str, where: str):
     if isinstance(value, bytes):
         value = value.decode("utf-8")
     return value
+
+
+def _layer_params(group: h5py.Group, where: str) -> dict:
+    """Return the decoded ``params_json`` of a layer group, ``{}`` when absent.
+
+    The values are checked by :meth:`snubridge.spec.LayerSpec.validate`.
+    """
+    if "params_json" not in group.attrs:
+        return {}
+    text = _attr(group, "params_json", where)
+    try:
+        params = json.loads(text)
+    except (TypeError, json.JSONDecodeError) as error:
+        raise ParameterFileError(
+            f"{where}: params_json is not JSON ({error})."
+        ) from None
+    if not isinstance(params, dict):
+        raise ParameterFileError(
+            f"{where}: params_json must be a JSON object, found "
+            f"{type(params).__name__}."
+        )
+    return params
 
 
 def load_params(path: str | os.PathLike) -> NetworkSpec:
@@ -158,7 +192,8 @@ def load_params(path: str | os.PathLike) -> NetworkSpec:
         version = int(_attr(handle, "schema_version", where))
         if version > SCHEMA_VERSION:
             raise ParameterFileError(
-                f"{where} uses schema version {version}, newer than the {SCHEMA_VERSION} "
+                f"{where} uses schema version {version}, newer than the "
+                f"{SCHEMA_VERSION} "
                 "this snubridge reads; upgrade snubridge."
             )
         if version < 1:
@@ -173,24 +208,33 @@ def load_params(path: str | os.PathLike) -> NetworkSpec:
         try:
             metadata = json.loads(_attr(handle, "metadata_json", where))
         except json.JSONDecodeError as error:
-            raise ParameterFileError(f"{where}: metadata_json is not JSON ({error}).") from None
+            raise ParameterFileError(
+                f"{where}: metadata_json is not JSON ({error})."
+            ) from None
         if not isinstance(metadata, dict):
             raise ParameterFileError(f"{where}: metadata_json must be a JSON object.")
         layers = []
         for index in range(n_layers):
             key = f"{index:04d}"
             if key not in handle["layers"]:
-                raise ParameterFileError(f"{where}: layer group /layers/{key} is missing.")
+                raise ParameterFileError(
+                    f"{where}: layer group /layers/{key} is missing."
+                )
             group = handle["layers"][key]
             layer_where = f"{where} /layers/{key}"
-            fields = {field: str(_attr(group, field, layer_where)) for field in _STRING_FIELDS}
+            fields = {
+                field: str(_attr(group, field, layer_where)) for field in _STRING_FIELDS
+            }
             tau = float(_attr(group, "tau", layer_where))
+            params = _layer_params(group, layer_where)
             arrays = {}
             for field in _ARRAY_FIELDS:
                 if field in group:
                     dataset = group[field]
                     if not isinstance(dataset, h5py.Dataset):
-                        raise ParameterFileError(f"{layer_where}/{field} is not a dataset.")
+                        raise ParameterFileError(
+                            f"{layer_where}/{field} is not a dataset."
+                        )
                     arrays[field] = np.asarray(dataset[()], dtype=np.float64)
             layers.append(
                 LayerSpec(
@@ -198,11 +242,14 @@ def load_params(path: str | os.PathLike) -> NetworkSpec:
                     **arrays,
                     decay=float(_attr(group, "decay", layer_where)),
                     tau=None if math.isnan(tau) else tau,
-                    lateral_inhibition=bool(_attr(group, "lateral_inhibition", layer_where)),
+                    lateral_inhibition=bool(
+                        _attr(group, "lateral_inhibition", layer_where)
+                    ),
                     strides=tuple(int(s) for s in _attr(group, "strides", layer_where)),
                     input_shape=tuple(
                         int(s) for s in _attr(group, "input_shape", layer_where)
                     ),
+                    params=params,
                 )
             )
         spec = NetworkSpec(

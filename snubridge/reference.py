@@ -7,7 +7,9 @@ deployment, which swaps the matrix products for emulated ones through the
 
 The dynamics are those stated in :mod:`snubridge.spec`. Input projections of
 all time steps are one matrix product per layer; only the state recursion
-loops over steps.
+loops over steps. Layers of an extension kind (see
+:func:`snubridge.spec.register_layer_kind`) run through the ``simulate``
+function their kind registered.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from snubridge.errors import SpecError
-from snubridge.spec import LayerSpec, NetworkSpec
+from snubridge.spec import LAYER_KINDS, LayerSpec, NetworkSpec, get_layer_kind
 
 # matmul(key, inputs (rows, in), weights (in, out)) -> (rows, out). The key is
 # the layer name, with "/recurrent" appended for the recurrent kernel.
@@ -150,7 +152,9 @@ def run_snu_layer(
     for step in range(steps):
         total = current[:, step]
         if layer.kind == "snu_recurrent":
-            total = total + matmul(f"{layer.name}/recurrent", output, layer.recurrent_kernel)
+            total = total + matmul(
+                f"{layer.name}/recurrent", output, layer.recurrent_kernel
+            )
         state = total + decay * state * (1 - reset)
         if layer.activation == "relu":
             state = np.maximum(state, 0)
@@ -161,9 +165,13 @@ def run_snu_layer(
         else:
             output = (margin > 0).astype(dtype)
             if layer.lateral_inhibition:
-                best = np.max(np.where(output > 0, margin, -np.inf), axis=1, keepdims=True)
+                best = np.max(
+                    np.where(output > 0, margin, -np.inf), axis=1, keepdims=True
+                )
                 output = output * (margin == best)
-                reset = np.broadcast_to(np.max(output, axis=1, keepdims=True), output.shape)
+                reset = np.broadcast_to(
+                    np.max(output, axis=1, keepdims=True), output.shape
+                )
             else:
                 reset = output
         outputs[:, step] = output
@@ -172,12 +180,17 @@ def run_snu_layer(
 
 
 def run_readout(layer: LayerSpec, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Apply a readout to currents ``(samples, steps, units)``; return (output, value)."""
+    """Apply a readout to currents ``(samples, steps, units)``.
+
+    Returns ``(output, value)``: after and before the readout activation.
+    """
     if layer.readout_mode in ("leaky", "leaky_last"):
         value = np.empty_like(current)
         accumulator = np.zeros_like(current[:, 0])
         for step in range(current.shape[1]):
-            accumulator = current.dtype.type(layer.decay) * accumulator + current[:, step]
+            accumulator = (
+                current.dtype.type(layer.decay) * accumulator + current[:, step]
+            )
             value[:, step] = accumulator
         if layer.readout_mode == "leaky_last":
             value = value[:, -1]
@@ -195,6 +208,62 @@ def run_readout(layer: LayerSpec, current: np.ndarray) -> tuple[np.ndarray, np.n
     return output, value
 
 
+def run_extension_layer(
+    layer: LayerSpec,
+    inputs: np.ndarray,
+    matmul: MatmulHook = _plain_matmul,
+    dtype: type = np.float64,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run a layer of an extension kind through its registered ``simulate``.
+
+    ``inputs`` has shape ``(samples, steps, *layer.input_shape)``. The kind's
+    function receives ``matmul`` too when it takes that keyword.
+
+    Returns:
+        ``(outputs, states)``: outputs ``(samples, steps, *layer.output_shape)``
+        and states ``(samples, steps, units)`` or ``None``, both in ``dtype``.
+
+    Raises:
+        SpecError: the kind is not registered, registered no ``simulate``, or
+            its ``simulate`` returned arrays of the wrong shape.
+    """
+    where = f"Layer {layer.name!r}"
+    extension = get_layer_kind(layer.kind, where=where)
+    if extension.simulate is None:
+        raise SpecError(
+            f"{where}: the extension kind {layer.kind!r} has no reference simulation; "
+            "register the kind with simulate=f, where f(layer, inputs) returns "
+            "(outputs, states)."
+        )
+    if extension.simulate_accepts_matmul:
+        result = extension.simulate(layer, inputs, matmul=matmul)
+    else:
+        result = extension.simulate(layer, inputs)
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise SpecError(
+            f"{where}: simulate of kind {layer.kind!r} returned "
+            f"{type(result).__name__}, expected a tuple (outputs, states)."
+        )
+    samples, steps = inputs.shape[:2]
+    expected = (samples, steps, *layer.output_shape)
+    outputs = np.asarray(result[0], dtype=dtype)
+    if outputs.shape != expected:
+        raise SpecError(
+            f"{where}: simulate of kind {layer.kind!r} returned outputs of shape "
+            f"{outputs.shape}, expected {expected}."
+        )
+    states = result[1]
+    if states is not None:
+        states = np.asarray(states, dtype=dtype)
+        if states.shape[:2] != (samples, steps) or states.size != outputs.size:
+            raise SpecError(
+                f"{where}: simulate of kind {layer.kind!r} returned states of shape "
+                f"{states.shape}, expected {(samples, steps, layer.units)}."
+            )
+        states = states.reshape(samples, steps, -1)
+    return outputs, states
+
+
 def simulate(
     spec: NetworkSpec,
     inputs: np.ndarray,
@@ -208,13 +277,21 @@ def simulate(
     expected = tuple(spec.input_shape)
     if values.ndim != 2 + len(expected) or tuple(values.shape[2:]) != expected:
         raise SpecError(
-            f"Inputs must have shape (samples, steps, {', '.join(map(str, expected))}), "
+            "Inputs must have shape (samples, steps, "
+            f"{', '.join(map(str, expected))}), "
             f"received {values.shape}."
         )
     outputs: dict[str, np.ndarray] = {}
     states: dict[str, np.ndarray] = {}
     samples, steps = values.shape[:2]
     for layer in spec.layers:
+        if layer.kind not in LAYER_KINDS:
+            output, state = run_extension_layer(layer, values, matmul, dtype)
+            outputs[layer.name] = output
+            if state is not None:
+                states[layer.name] = state
+            values = output
+            continue
         if layer.kind == "flatten":
             values = values.reshape(samples, steps, -1)
             outputs[layer.name] = values
