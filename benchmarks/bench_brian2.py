@@ -36,7 +36,14 @@ import numpy as np
 from snubridge.reference import simulate
 from snubridge.spec import LayerSpec, NetworkSpec
 
-MNIST_IMAGES = Path("/work/shared/data/mnist/t10k-images-idx3-ubyte.gz")
+# The shared data folder sits beside the checkout.
+MNIST_IMAGES = (
+    Path(__file__).resolve().parents[2]
+    / "shared"
+    / "data"
+    / "mnist"
+    / "t10k-images-idx3-ubyte.gz"
+)
 
 
 def load_images(path: Path, count: int) -> np.ndarray:

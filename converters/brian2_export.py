@@ -30,6 +30,7 @@ after batch.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import shutil
@@ -77,7 +78,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TARGETS = ("numpy", "cython", "cpp_standalone")
+TARGETS = ("numpy", "cython", "cpp_standalone", "cuda_standalone", "genn")
+# Targets that generate, build and run a whole project: Brian2's own C++
+# device and the GPU devices of the brian2cuda and brian2genn packages.
+STANDALONE_TARGETS = {
+    "cpp_standalone": None,
+    "cuda_standalone": "brian2cuda",
+    "genn": "brian2genn",
+}
 _warned_targets: set[str] = set()
 
 #: ``layer_hook(layer, index, converter)`` may return another converter for
@@ -131,6 +139,11 @@ def resolve_target(target: str) -> str:
         )
     if target == "numpy":
         return target
+    if STANDALONE_TARGETS.get(target):
+        available, reason = _device_package_available(STANDALONE_TARGETS[target])
+        if not available:
+            _warn_once(target, reason)
+            return "numpy"
     available, reason = (
         _cython_available() if target == "cython" else _compiler_available()
     )
@@ -140,13 +153,21 @@ def resolve_target(target: str) -> str:
     return "numpy"
 
 
+def _device_package_available(package: str) -> tuple[bool, str]:
+    try:
+        importlib.import_module(package)
+    except ImportError as error:
+        return False, f"the {package} package is not installed ({error})"
+    return True, ""
+
+
 @contextlib.contextmanager
 def _codegen_target(target: str) -> Iterator[None]:
     """Set Brian2's runtime code-generation target and float64 for one run."""
     from brian2 import prefs
 
     saved = (prefs.codegen.target, prefs.core.default_float_dtype)
-    prefs.codegen.target = "numpy" if target == "cpp_standalone" else target
+    prefs.codegen.target = "numpy" if target in STANDALONE_TARGETS else target
     prefs.core.default_float_dtype = np.float64
     try:
         yield
@@ -263,8 +284,10 @@ class Brian2Network:
         target: str,
         converters: list[LayerConverter],
         record_states: bool,
+        threads: int | None = None,
     ) -> None:
         self.spec = spec
+        self.threads = threads
         self.n_samples = int(n_samples)
         self.target = target
         self.precision = spec.precision
@@ -275,7 +298,7 @@ class Brian2Network:
         self.layers: list[ConvertedLayer] = []
         self.result: SimulationResult | None = None
         self._steps_done = 0
-        if target != "cpp_standalone":
+        if target not in STANDALONE_TARGETS:
             with _codegen_target(target):
                 self._build()
 
@@ -333,7 +356,7 @@ class Brian2Network:
         """
         raster = check_inputs(self.spec, inputs, self.n_samples)
         steps = raster.shape[1]
-        if self.target == "cpp_standalone":
+        if self.target in STANDALONE_TARGETS:
             self.result = self._run_standalone(raster)
             return self.result
         import brian2 as b2
@@ -365,16 +388,26 @@ class Brian2Network:
         import brian2 as b2
         from brian2.devices.device import reset_device
 
+        package = STANDALONE_TARGETS[self.target]
+        if package:
+            # NOTE: the GPU devices follow brian2cuda's and brian2genn's
+            # documented set_device use; neither package is installed on the
+            # machines this was tested on, so this path has not been run.
+            importlib.import_module(package)
         directory = tempfile.mkdtemp(prefix="snubridge_cpp_")
-        b2.set_device("cpp_standalone", directory=directory, build_on_run=False)
+        b2.set_device(self.target, directory=directory, build_on_run=False)
+        saved_threads = b2.prefs.devices.cpp_standalone.openmp_threads
+        if self.threads is not None:
+            b2.prefs.devices.cpp_standalone.openmp_threads = int(self.threads)
         try:
-            with _codegen_target("cpp_standalone"):
+            with _codegen_target(self.target):
                 self._build(raster)
                 steps = raster.shape[1]
                 self.network.run(steps * self.spec.dt * b2.second)
                 b2.device.build(directory=directory, compile=True, run=True)
                 return self._collect(raster, 0, steps)
         finally:
+            b2.prefs.devices.cpp_standalone.openmp_threads = saved_threads
             b2.device.reinit()
             reset_device()
             shutil.rmtree(directory, ignore_errors=True)
@@ -487,6 +520,7 @@ def to_brian2(
     layer_hook: LayerHook | None = None,
     exclude: Iterable[str] = (),
     record_states: bool = False,
+    threads: int | None = None,
 ) -> Brian2Network:
     """Convert ``spec`` into a Brian2 network of ``n_samples`` independent copies.
 
@@ -501,6 +535,9 @@ def to_brian2(
             replacement converter or ``None``.
         exclude: Names of layers at the end of the network to leave out.
         record_states: Record the membrane of every spiking layer.
+        threads: OpenMP threads of a standalone device (Brian2's
+            ``devices.cpp_standalone.openmp_threads``); None keeps Brian2's
+            default of no OpenMP.
 
     Returns:
         A :class:`Brian2Network`; call its ``run(inputs)``.
@@ -513,10 +550,18 @@ def to_brian2(
         raise ConversionError(f"n_samples must be an integer, received {n_samples!r}.")
     if n_samples < 1:
         raise ConversionError(f"n_samples must be at least 1, received {n_samples}.")
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise ConversionError(
+            f"threads must be a positive integer or None, received {threads!r}."
+        )
     resolved = resolve_target(target)
     converters = _select_converters(spec, mapping, layer_hook, exclude)
     try:
-        return Brian2Network(spec, int(n_samples), resolved, converters, record_states)
+        return Brian2Network(
+            spec, int(n_samples), resolved, converters, record_states, threads
+        )
     except SnubridgeError:
         raise
     except (ValueError, KeyError) as error:
@@ -530,6 +575,7 @@ def run_brian2(
     target: str = "numpy",
     record_states: bool = False,
     batch_size: int | None = None,
+    threads: int | None = None,
 ) -> SimulationResult:
     """Run ``spec`` in Brian2 on a 0/1 raster ``(samples, steps, *input_shape)``.
 
@@ -550,12 +596,19 @@ def run_brian2(
             synapse creation dominates (see ``benchmarks/bench_brian2.py``).
             ``cpp_standalone`` ignores it and builds one project for all
             samples.
+        threads: OpenMP threads of a standalone device, see :func:`to_brian2`.
     """
     spec = resolve_spec(spec)
     raster = check_inputs(spec, inputs)
     samples = raster.shape[0]
-    if batch_size is None or batch_size >= samples or target == "cpp_standalone":
-        network = to_brian2(spec, samples, target=target, record_states=record_states)
+    if batch_size is None or batch_size >= samples or target in STANDALONE_TARGETS:
+        network = to_brian2(
+            spec,
+            samples,
+            target=target,
+            record_states=record_states,
+            threads=threads,
+        )
         return network.run(raster)
     if (
         isinstance(batch_size, bool)

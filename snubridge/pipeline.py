@@ -31,6 +31,9 @@ from snubridge.train_stage import TrainConfig, load_mnist_split, run_train
 logger = logging.getLogger(__name__)
 
 STAGES = ("train", "convert", "validate", "deploy")
+# Brian2 targets; the standalone GPU devices need brian2cuda or brian2genn and
+# fall back to numpy with one logged warning where those are not installed.
+BRIAN2_TARGETS = ("numpy", "cython", "cpp_standalone", "cuda_standalone", "genn")
 REPORT_SCHEMA_VERSION = 1
 # Largest accepted float64 difference of readout outputs between Keras and
 # Brian2: about 1e4 times the float64 epsilon, for sums of a few hundred terms.
@@ -44,6 +47,7 @@ class PipelineConfig:
     Attributes:
         train: Training settings; ``train.out`` is the output folder.
         target: Brian2 code-generation target.
+        threads: OpenMP threads of a standalone Brian2 device, or None.
         validate_samples: Held-out digits run through Keras and Brian2.
         deploy_samples: Held-out digits scored on the PCM emulator.
         device: PCM device preset name.
@@ -57,6 +61,7 @@ class PipelineConfig:
 
     train: TrainConfig
     target: str = "numpy"
+    threads: int | None = None
     validate_samples: int = 64
     deploy_samples: int = 1000
     device: str = "statistical"
@@ -87,9 +92,9 @@ class PipelineConfig:
                 raise SnubridgeError(
                     f"{field} must be a positive integer, received {value!r}."
                 )
-        if self.target not in ("numpy", "cython", "cpp_standalone"):
+        if self.target not in BRIAN2_TARGETS:
             raise SnubridgeError(
-                f"target={self.target!r}; expected numpy, cython or cpp_standalone."
+                f"target={self.target!r}; expected one of {', '.join(BRIAN2_TARGETS)}."
             )
         if not self.drift_tolerance_points >= 0:
             raise SnubridgeError(
@@ -254,7 +259,13 @@ class Pipeline:
         keras64 = keras_io.run_keras(
             keras_io.model_from_spec(spec, dtype="float64"), inputs
         )
-        brian2 = run_brian2(spec, inputs, target=self.config.target, record_states=True)
+        brian2 = run_brian2(
+            spec,
+            inputs,
+            target=self.config.target,
+            record_states=True,
+            threads=self.config.threads,
+        )
         exact = compare_results(
             spec, inputs, keras64, brian2, names=("keras_float64", "brian2")
         )

@@ -614,7 +614,26 @@ def test_unavailable_target_warns_once(monkeypatch, caplog):
     assert len(warnings) == 1
     assert warnings[0].levelno == logging.WARNING
     with pytest.raises(ConversionError, match="Unknown Brian2 target"):
-        brian2_export.resolve_target("genn")
+        brian2_export.resolve_target("gpu")
+
+
+def test_missing_gpu_device_falls_back(monkeypatch, caplog):
+    monkeypatch.setattr(brian2_export, "_warned_targets", set())
+    monkeypatch.setattr(
+        brian2_export, "_device_package_available", lambda name: (False, "absent")
+    )
+    with caplog.at_level(logging.WARNING, logger=brian2_export.__name__):
+        assert brian2_export.resolve_target("cuda_standalone") == "numpy"
+        assert brian2_export.resolve_target("genn") == "numpy"
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("cuda_standalone" in message for message in messages)
+    assert any("genn" in message for message in messages)
+
+
+def test_invalid_thread_count_rejected():
+    spec, _ = _target_spec()
+    with pytest.raises(ConversionError, match="threads must be a positive integer"):
+        to_brian2(spec, 1, threads=0)
 
 
 # Code-generation targets ------------------------------------------------------
@@ -682,6 +701,22 @@ def test_cpp_standalone_matches_numpy():
 
     _assert_same_as_numpy("cpp_standalone")
     assert type(brian2.get_device()).__name__ == "RuntimeDevice"
+
+
+@pytest.mark.slow
+@pytest.mark.standalone
+def test_cpp_standalone_openmp_matches_numpy():
+    available, reason = brian2_export._compiler_available()
+    if not available:
+        pytest.skip(f"cpp_standalone needs a C++ compiler: {reason}")
+    import brian2
+
+    spec, inputs = _target_spec()
+    expected = run_brian2(spec, inputs)
+    result = run_brian2(spec, inputs, target="cpp_standalone", threads=2)
+    for name in ("a", "rec"):
+        np.testing.assert_array_equal(result.spikes[name], expected.spikes[name])
+    assert brian2.prefs.devices.cpp_standalone.openmp_threads == 0
 
 
 def test_batches_through_one_network():

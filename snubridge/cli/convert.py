@@ -21,7 +21,7 @@ from snubridge.errors import ConversionError
 logger = logging.getLogger(__name__)
 
 FORMATS = ("brian2", "nir")
-TARGETS = ("numpy", "cython", "cpp_standalone")
+TARGETS = ("numpy", "cython", "cpp_standalone", "cuda_standalone", "genn")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from snubridge.cli.train import add_training_options, config_from_args
-from snubridge.pipeline import Pipeline, PipelineConfig, summary_table
+from snubridge.pipeline import BRIAN2_TARGETS, Pipeline, PipelineConfig, summary_table
 
 
 def add_parser(subparsers) -> None:
@@ -31,9 +31,16 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--target",
-        choices=("numpy", "cython", "cpp_standalone"),
+        choices=BRIAN2_TARGETS,
         default="numpy",
-        help="Brian2 code-generation target (default: numpy)",
+        help="Brian2 code-generation target (default: numpy); the GPU devices "
+        "cuda_standalone and genn need brian2cuda or brian2genn",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="OpenMP threads of a standalone Brian2 device (default: none)",
     )
     parser.add_argument(
         "--validate-samples",
@@ -75,6 +82,7 @@ def add_parser(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     train = config_from_args(args)
     options = dict(
+        threads=args.threads,
         target=args.target,
         device=args.device,
         seed=args.seed,
