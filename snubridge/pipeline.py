@@ -300,6 +300,7 @@ class Pipeline:
         )
         report = {"float64": exact.to_dict(), "trained_precision": rounding.to_dict()}
         _write_json(folder / "report.json", report)
+        self._write_suite(folder / "suite.toml")
         identity = {
             name: 1.0 - layer.mismatch_fraction
             for name, layer in exact.layers.items()
@@ -327,7 +328,42 @@ class Pipeline:
             "accuracy": accuracy,
             "report": str(folder / "report.json"),
             "pictures": [str(folder / "raster.png"), str(folder / "membranes.png")],
+            "suite": str(folder / "suite.toml"),
         }
+
+    def _write_suite(self, path: Path) -> None:
+        """Write a validation suite of this run's model for ``snubridge validate``."""
+        train = self.config.train
+        data = (
+            ""
+            if train.data is None
+            else f"data = {json.dumps(str(Path(train.data).resolve()))}\n"
+        )
+        text = (
+            "# Keras against Brian2 for the model of this pipeline run:\n"
+            f"#     snubridge validate {path}\n"
+            f'name = "pipeline_{train.arch}"\n\n'
+            "[defaults]\n"
+            'model = "../params.h5"\n'
+            'inputs = "mnist"\n'
+            f"{data}"
+            f"samples = {self.config.validate_samples}\n"
+            f"steps = {train.n_steps}\n"
+            f"seed = {self.config.seed}\n"
+            f'target = "{self.config.target}"\n'
+            'backends = ["keras", "brian2"]\n\n'
+            "[[case]]\n"
+            'name = "float64"\n'
+            'precision = "float64"\n\n'
+            "[case.tolerances]\n"
+            "mismatch_fraction = 0.0\n\n"
+            "[[case]]\n"
+            f'name = "{train.precision}"\n'
+            f'precision = "{train.precision}"\n\n'
+            "[case.tolerances]\n"
+            "unexplained_mismatches = 0\n"
+        )
+        atomic_write(path, lambda temporary: Path(temporary).write_text(text))
 
     def _deploy(self) -> dict[str, Any]:
         from snubridge import load_params
