@@ -17,6 +17,7 @@ from snubridge.errors import DeviceError
 from snubridge.pcm.crossbar import (
     AnalogMatrix,
     CrossbarConfig,
+    MatrixState,
     fast_standard_normal,
     quantize_uniform,
     tile_slices,
@@ -238,3 +239,143 @@ def test_bad_weights_and_inputs():
     matrix = AnalogMatrix(_weights(rng, 4, 3), joshi_2020(), config, rng)
     with pytest.raises(DeviceError, match=r"\(rows, 4\)"):
         matrix.state(1.0, rng).matmul(np.ones((2, 3)), rng)
+
+
+def _exact_spread(state, inputs: np.ndarray) -> np.ndarray:
+    # Output read-noise spread per row tile from the read equation, in float64,
+    # without the fast path's matrices: sqrt(x^2 @ (sigma+^2 + sigma-^2)) / g.
+    matrix = state.matrix
+    variance = (state.sigma_plus**2 + state.sigma_minus**2) / matrix.g_range**2
+    spreads = []
+    for start in range(0, matrix.shape[0], matrix.config.tile_rows):
+        block = slice(start, start + matrix.config.tile_rows)
+        spreads.append(np.sqrt(np.square(inputs[:, block]) @ variance[block]))
+    return np.concatenate(spreads, axis=1)
+
+
+def _low_rank_spread(state, inputs: np.ndarray) -> np.ndarray:
+    codes = inputs.astype(np.float32)
+    binary = bool(np.all((codes == 0) | (codes == 1)))
+    spreads = [
+        np.sqrt(tile.mean_and_variance(codes, binary)[1]) for tile in state._blocks
+    ]
+    return np.concatenate(spreads, axis=1)
+
+
+def _mnist_principal_weights(n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    from snubridge.data.mnist import load_mnist
+
+    folder = "/work/shared/data/mnist"
+    try:
+        digits = load_mnist(folder, "test")
+    except OSError:
+        pytest.skip(f"MNIST test set not found in {folder}")
+    images = digits.images.reshape(-1, 784).astype(np.float64)
+    images /= images.max()
+    centred = images[:3000] - images[:3000].mean(axis=0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    weights = vectors[:, ::-1][:, :n_out] * np.linspace(1.0, 0.2, n_out)
+    return weights, (images[3000:3600] > 0.5).astype(np.float64)
+
+
+@pytest.mark.parametrize(("source", "tolerance"), [("random", 0.05), ("mnist", 0.1)])
+def test_low_rank_spread_within_bound(source, tolerance):
+    rng = np.random.default_rng(21)
+    if source == "random":
+        weights = _weights(rng, 600, 48)
+        density = rng.uniform(0.1, 0.5, (600, 1))
+        inputs = (rng.random((600, 600)) < density).astype(float)
+    else:
+        # Principal directions of MNIST span a wide range of |w|, so their
+        # read-noise variances vary more and need a looser bound than 5 %.
+        weights, inputs = _mnist_principal_weights(48)
+    config = CrossbarConfig(variance="low_rank", variance_tolerance=tolerance, **IDEAL)
+    state = AnalogMatrix(weights, joshi_2020(), config, rng).state(86400.0, rng)
+    assert any(tile.low_rank for tile in state._blocks)
+    exact = _exact_spread(state, inputs)
+    approximate = _low_rank_spread(state, inputs)
+    error = np.where(exact > 0, approximate / np.where(exact > 0, exact, 1.0) - 1, 0)
+    worst_column_rms = np.sqrt(np.mean(error**2, axis=0)).max()
+    assert worst_column_rms <= config.variance_tolerance
+    # The approximation is in use: its spreads are not the exact ones.
+    assert worst_column_rms > 0.002
+    exact_mode = AnalogMatrix(
+        weights, joshi_2020(), CrossbarConfig(variance="exact", **IDEAL), rng
+    ).state(86400.0, rng)
+    exact_spreads = _low_rank_spread(exact_mode, inputs)
+    np.testing.assert_allclose(
+        exact_spreads, _exact_spread(exact_mode, inputs), rtol=1e-4, atol=1e-9
+    )
+
+
+def test_low_rank_falls_back_for_sparse_reads():
+    rng = np.random.default_rng(22)
+    weights = _weights(rng, 300, 20)
+    config = CrossbarConfig(variance="low_rank", variance_tolerance=0.05, **IDEAL)
+    state = AnalogMatrix(weights, joshi_2020(), config, rng).state(86400.0, rng)
+    tile = state._blocks[0]
+    assert tile.low_rank
+    assert tile.min_inputs > 3
+    inputs = np.zeros((5, 300))
+    inputs[np.arange(5)[:, None], rng.choice(300, (5, 3), replace=True)] = 1.0
+    np.testing.assert_allclose(
+        _low_rank_spread(state, inputs), _exact_spread(state, inputs), rtol=1e-5
+    )
+
+
+def _pooled_ks(first: np.ndarray, second: np.ndarray) -> float:
+    a, b = np.sort(first.ravel()), np.sort(second.ravel())
+    grid = np.concatenate([a, b])
+    distance = np.abs(
+        np.searchsorted(a, grid, "right") / a.size
+        - np.searchsorted(b, grid, "right") / b.size
+    )
+    return float(distance.max())
+
+
+def test_low_rank_mode_agrees_with_reference():
+    rng = np.random.default_rng(23)
+    weights = _weights(rng, 200, 8)
+    config = CrossbarConfig(
+        variance="low_rank", variance_tolerance=0.03, output_noise=0.0, **IDEAL
+    )
+    matrix = AnalogMatrix(weights, joshi_2020(), config, rng)
+    state = matrix.state(86400.0, rng)
+    x = (rng.random(200) < 0.8).astype(float)
+    assert state._blocks[0].low_rank
+    assert x.sum() >= state._blocks[0].min_inputs
+    reads = 3000
+    inputs = np.tile(x, (reads, 1))
+    # Standardise every column by the read equation, then pool the columns.
+    to_units = 25.0 / matrix.scale
+    mean = x @ (state.g_plus - state.g_minus) / 25.0 * to_units
+    spread = _exact_spread(state, x[None, :])[0] * to_units
+
+    def standardised(outputs):
+        return (outputs - mean) / spread
+
+    reference = standardised(reference_matmul(state, inputs, rng))
+    fast = standardised(state.matmul(inputs, rng))
+    louder = MatrixState(
+        matrix,
+        state.time,
+        state.g_plus,
+        state.g_minus,
+        1.1 * state.sigma_plus,
+        1.1 * state.sigma_minus,
+    )
+    fast_louder = standardised(louder.matmul(inputs, rng))
+    # 1.73 sqrt(2/n) is the 0.5 % critical value of the two-sample KS test.
+    critical = 1.73 * math.sqrt(2 / fast.size)
+    assert _pooled_ks(fast, reference) < critical
+    # The test has the power to see 10 % more read noise.
+    assert _pooled_ks(fast_louder, reference) > critical
+
+
+def test_variance_settings_validated():
+    with pytest.raises(DeviceError, match="variance="):
+        CrossbarConfig(variance="svd")
+    with pytest.raises(DeviceError, match="variance_rank"):
+        CrossbarConfig(variance_rank=0)
+    with pytest.raises(DeviceError, match="variance_tolerance"):
+        CrossbarConfig(variance_tolerance=0.0)

@@ -74,7 +74,8 @@ def test_jsb_network_trains_in_the_loop():
     history = result["training_nll"]
     assert history["hardware"][-1] < history["hardware"][0]
     # Coarse, noisy SET pulses train slower than float weights: after two
-    # epochs the validation NLL was 16.0 against 10.9 nats per step.
+    # epochs at learning rate 3e-3 the validation NLL was 13.1 against 10.7
+    # nats per step.
     validation = result["validation_nll"]
     assert validation["hardware"] < 2 * validation["software"]
     assert result["devices"] == 2 * (88 * 150 + 150 * 88)

@@ -7,7 +7,13 @@ import pytest
 
 from snubridge.errors import DeviceError
 from snubridge.pcm.devices import joshi_2020, nandakumar_2018
-from snubridge.pcm.hwloop import Adam, PCMWeight, train_in_the_loop
+from snubridge.pcm.hwloop import (
+    Adam,
+    PCMWeight,
+    expected_increment,
+    mean_set_increment,
+    train_in_the_loop,
+)
 from snubridge.pcm.programming import (
     DifferentialPair,
     program_and_verify,
@@ -136,7 +142,10 @@ def test_hardware_loop_fits_linear_map():
     history = train_in_the_loop(
         {"w": weight}, gradient, steps=300, learning_rate=0.02, rule="adam"
     )
-    assert history[-1] < 0.1 * history[0]
+    # One pulse moves a weight by about 0.12 here, with a spread of about as
+    # much, so the loss settles at a floor set by the pulse noise. The mean of
+    # the last 50 steps averages out the read noise of single steps.
+    assert np.mean(history[-50:]) < 0.2 * history[0]
     assert np.max(np.abs(weight.value() - truth)) < 0.25
 
 
@@ -144,3 +153,39 @@ def test_adam_first_step_is_learning_rate():
     rule = Adam(learning_rate=0.01)
     step = rule.update("w", np.array([3.0, -0.2]))
     np.testing.assert_allclose(step, [-0.01, 0.01], rtol=1e-4)
+
+
+def test_expected_increment_matches_sampled_pulses():
+    device = nandakumar_2018()
+    rng = np.random.default_rng(31)
+    for g in (0.1, 4.0, 9.0):
+        start = np.full(200_000, g)
+        sampled = device.set_pulse(start, rng) - start
+        spread = sampled.std() / np.sqrt(sampled.size)
+        assert abs(sampled.mean() - expected_increment(device, g)) < 4 * spread
+    # Without the clip at 0 the expectation is the Gaussian mean m1 G + c1.
+    unclipped = nandakumar_2018(allow_negative_increments=True)
+    assert expected_increment(unclipped, 9.0) == pytest.approx(-0.084 * 9 + 0.892)
+
+
+def test_mean_set_increment_matches_monte_carlo():
+    device = nandakumar_2018()
+    rng = np.random.default_rng(32)
+    threshold = 0.9 * device.g_saturation
+    g = device.reset((20_000,), rng)
+    start = g.copy()
+    pulses = np.zeros(g.shape)
+    active = np.ones(g.shape, dtype=bool)
+    while active.any():
+        g = device.set_pulse(g, rng, active)
+        pulses += active
+        active &= g < threshold
+    # Total rise over total pulses of devices pulsed from RESET to the threshold.
+    simulated = (g - start).sum() / pulses.sum()
+    epsilon = mean_set_increment(device, threshold)
+    assert epsilon == pytest.approx(simulated, rel=0.03)
+    assert epsilon < expected_increment(device, device.g_reset)
+    weight = PCMWeight(np.zeros((2, 2)), rng=3)
+    assert weight.step * weight.scale == pytest.approx(epsilon)
+    with pytest.raises(DeviceError, match="g_stop"):
+        mean_set_increment(device, 0.05)

@@ -20,6 +20,23 @@ sum over rows is itself Gaussian with variance
 one matrix product for the mean, one for the variance and one normal number
 per output and row tile. :mod:`snubridge.pcm.reference_path` draws every
 device's noise explicitly and is tested to agree in distribution.
+
+The variance product costs as much as the mean product. The default
+``CrossbarConfig.variance="exact"`` runs it in full; the option
+``CrossbarConfig.variance="low_rank"`` replaces the variance matrix ``S`` of a
+row tile by its rank-``r`` SVD ``U V`` (computed once per inference time), and
+the variance costs ``(x^2 U) V``. ``S`` is an element-wise function of the
+conductances with per-device drift, so it is not close to low rank: the
+residual ``S - U V`` behaves like independent noise of about the spread of
+``S`` itself, and a higher rank barely helps. Its effect on a read shrinks as
+``1 / sqrt(k)`` with the number ``k`` of inputs the read sums, so each row tile
+stores the smallest ``k`` for which :func:`predicted_std_error` meets
+``variance_tolerance``, and reads with fewer inputs get the exact product.
+``benchmarks/bench_pcm.py speed`` prints the measured error of both modes.
+NOTE: the bound is on the root-mean-square error over reads whose active
+inputs look like a random subset; single reads can be off by several times
+the bound, and structured inputs that pick rows of unusually large variance
+can exceed it.
 """
 
 from __future__ import annotations
@@ -40,6 +57,7 @@ logger = logging.getLogger(__name__)
 
 MAPPINGS = ("layer", "column")
 PROGRAMMING_METHODS = ("one_shot", "verify")
+VARIANCE_MODES = ("exact", "low_rank")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +94,24 @@ class CrossbarConfig:
 
     read_noise: bool = True
     """Draw the device model's per-read noise at every read."""
+
+    variance: str = "exact"
+    """Method of the fast path for the per-read output variance
+    ``v = x_n^2 @ S``, with ``S`` the normalised per-device read-noise variance.
+    ``"exact"`` runs the full product. ``"low_rank"`` replaces ``S`` by its SVD
+    ``U V`` of rank at most ``variance_rank`` wherever the predicted error is
+    within ``variance_tolerance``, and runs the exact product for other reads."""
+
+    variance_rank: int = 4
+    """Largest rank of the SVD of ``S`` tried in the ``"low_rank"`` mode (1..64).
+    Each row tile takes the smallest rank whose minimum input count is within
+    5 % of the best one among ranks 1..``variance_rank``."""
+
+    variance_tolerance: float = 0.05
+    """Bound of the ``"low_rank"`` mode on the predicted root-mean-square
+    relative error of the output standard deviation of each column, as a
+    fraction. Reads whose effective input count is too small to meet it get
+    the exact variance."""
 
     mapping: str = "layer"
     """Mapping scale from weights to conductances: ``"layer"`` (one scale per
@@ -131,6 +167,28 @@ class CrossbarConfig:
                     "1-bit converter cannot hold; use a one-sided range or at least "
                     "2 bits."
                 )
+        if self.variance not in VARIANCE_MODES:
+            raise DeviceError(
+                f"{owner}.variance={self.variance!r} is not supported; expected one "
+                f"of {VARIANCE_MODES}."
+            )
+        rank = self.variance_rank
+        if (
+            isinstance(rank, bool)
+            or not isinstance(rank, (int, np.integer))
+            or not 1 <= rank <= 64
+        ):
+            raise DeviceError(
+                f"{owner}.variance_rank must be an integer from 1 to 64, "
+                f"received {rank!r}."
+            )
+        check_number(
+            owner,
+            "variance_tolerance",
+            self.variance_tolerance,
+            minimum=0.0,
+            strict_minimum=True,
+        )
         check_number(owner, "adc_headroom", self.adc_headroom, minimum=1.0)
         check_number(owner, "output_noise", self.output_noise, minimum=0.0)
         check_number(
@@ -389,6 +447,149 @@ class AnalogMatrix:
         }
 
 
+def predicted_std_error(
+    variance: np.ndarray, approximation: np.ndarray, counts: np.ndarray
+) -> np.ndarray:
+    """Return the predicted error of approximate output spreads, worst column.
+
+    Take a read that sums ``k`` of the ``n`` rows of the variance matrix ``S``,
+    as if the active set were drawn at random without replacement. The
+    residual ``R = S - approximation`` then adds ``sum_i R_ij`` over those rows
+    to the variance of column ``j``. That sum has mean ``k mu_j`` and variance
+    ``k (n - k) / (n - 1) tau_j^2``, where ``mu_j`` and ``tau_j^2`` are the mean
+    and variance of column ``j`` of ``R``. The variance itself is about
+    ``k m_j``, with ``m_j`` the mean of column ``j`` of ``S``. The relative error of the
+    standard deviation is about half that of the variance, so the predicted
+    root-mean-square relative error is::
+
+        e_j(k) = sqrt(mu_j^2 + (n - k) / ((n - 1) k) tau_j^2) / (2 m_j)
+
+    Args:
+        variance: ``S``, ``(n, out)``, non-negative.
+        approximation: Its approximation, same shape.
+        counts: Input counts ``k`` (1..n) to evaluate.
+
+    Returns:
+        ``max_j e_j(k)`` for every ``k`` in ``counts``; infinity where a column
+        with ``m_j = 0`` has a non-zero residual.
+    """
+    variance = np.asarray(variance, dtype=np.float64)
+    residual = variance - np.asarray(approximation, dtype=np.float64)
+    n = variance.shape[0]
+    counts = np.asarray(counts, dtype=np.float64)
+    mu = residual.mean(axis=0)
+    tau2 = residual.var(axis=0)
+    m = variance.mean(axis=0)
+    finite = n / (n - 1) if n > 1 else 0.0
+    coefficient = np.where(counts < n, (n - counts) * finite / (n * counts), 0.0)
+    numerator = np.sqrt(mu[None, :] ** 2 + coefficient[:, None] * tau2[None, :])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        error = np.where(
+            m[None, :] > 0,
+            numerator / (2 * m[None, :]),
+            np.where(numerator > 0, np.inf, 0.0),
+        )
+    return error.max(axis=1)
+
+
+class _RowTile:
+    # One row band of tiles: its slice, the normalised mean and variance
+    # matrices and, in the "low_rank" mode, the SVD factors of the variance.
+
+    def __init__(
+        self,
+        rows: slice,
+        mean: np.ndarray,
+        variance: np.ndarray,
+        config: CrossbarConfig,
+    ) -> None:
+        self.rows = rows
+        self.mean = np.ascontiguousarray(mean)
+        self.variance = np.ascontiguousarray(variance)
+        self.out = mean.shape[1]
+        self.joined = np.ascontiguousarray(np.concatenate([mean, variance], axis=1))
+        self.low_rank = False
+        self.min_inputs = 0
+        self.rank = 0
+        self.predicted_error = 0.0
+        if config.variance == "low_rank" and np.any(variance > 0):
+            self._factorise(config)
+
+    def _factorise(self, config: CrossbarConfig) -> None:
+        n, out = self.variance.shape
+        exact = self.variance.astype(np.float64)
+        u, singular, vt = np.linalg.svd(exact, full_matrices=False)
+        counts = np.arange(1, n + 1)
+        # Smallest input count that meets the bound, for every rank up to the
+        # maximum: the error falls as k grows, so every larger count meets it too.
+        candidates = []
+        for rank in range(1, min(config.variance_rank, n, out) + 1):
+            left = u[:, :rank] * singular[:rank]
+            error = predicted_std_error(exact, left @ vt[:rank], counts)
+            meets = np.nonzero(error <= config.variance_tolerance)[0]
+            if meets.size:
+                candidates.append((int(meets[0]) + 1, rank, float(error[meets[0]])))
+        if not candidates:
+            return
+        # Every extra rank costs one pass over the outputs, so take the smallest
+        # rank whose count is within 5 % of the best one.
+        best = min(count for count, _, _ in candidates)
+        self.min_inputs, rank, self.predicted_error = next(
+            entry for entry in candidates if entry[0] <= 1.05 * best
+        )
+        left = u[:, :rank] * singular[:rank]
+        right = vt[:rank]
+        self.rank = rank
+        self.low_rank = True
+        self.left = np.ascontiguousarray(left, dtype=np.float32)
+        self.right = np.ascontiguousarray(right, dtype=np.float32)
+        ones = np.ones((n, 1), dtype=np.float32)
+        # Binary reads get the mean, x U and the input count from one product.
+        self.joined_low = np.ascontiguousarray(
+            np.concatenate([self.mean, self.left, ones], axis=1)
+        )
+        self.left_ones = np.ascontiguousarray(np.concatenate([self.left, ones], axis=1))
+
+    def mean_and_variance(
+        self, codes: np.ndarray, binary: bool, exact: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return the mean and variance of this band's outputs, in code units."""
+        x = codes[:, self.rows]
+        out = self.out
+        if not self.low_rank or exact:
+            if binary:
+                product = x @ self.joined
+                return product[:, :out], product[:, out:]
+            return x @ self.mean, np.square(x) @ self.variance
+        rank = self.rank
+        if binary:
+            product = x @ self.joined_low
+            mean = product[:, :out]
+            projected = product[:, out : out + rank]
+            counts = product[:, out + rank]
+            squared = x
+        else:
+            mean = x @ self.mean
+            squared = np.square(x)
+            projected_ones = squared @ self.left_ones
+            projected = projected_ones[:, :rank]
+            total = projected_ones[:, rank]
+            power = np.einsum("ij,ij->i", squared, squared)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                counts = np.where(power > 0, total * total / power, np.inf)
+        # (x U) V as a sum of rank-1 terms: OpenBLAS runs a product with an
+        # inner dimension this small slowly when its threads are contended.
+        variance = projected[:, 0:1] * self.right[0]
+        for component in range(1, rank):
+            variance += projected[:, component : component + 1] * self.right[component]
+        np.maximum(variance, 0.0, out=variance)
+        # Too few inputs for the bound: those reads get the exact product.
+        few = np.nonzero((counts < self.min_inputs - 1e-3) & (counts > 1e-3))[0]
+        if few.size:
+            variance[few] = squared[few] @ self.variance
+        return mean, variance
+
+
 class MatrixState:
     """An :class:`AnalogMatrix` sampled at one inference time, ready to be read.
 
@@ -424,10 +625,9 @@ class MatrixState:
         self._blocks = []
         for start in range(0, matrix.shape[0], config.tile_rows):
             block = slice(start, min(start + config.tile_rows, matrix.shape[0]))
-            mean = np.ascontiguousarray(difference[block])
-            spread = np.ascontiguousarray(variance[block])
-            joined = np.ascontiguousarray(np.concatenate([mean, spread], axis=1))
-            self._blocks.append((block, mean, spread, joined))
+            self._blocks.append(
+                _RowTile(block, difference[block], variance[block], config)
+            )
         low, high = config.dac_range
         probe = np.array([0.0, 1.0])
         # Inputs of 0 and 1 skip the DAC when both values lie on its grid.
@@ -473,13 +673,21 @@ class MatrixState:
         )
         return codes, step / full_scale
 
-    def matmul(self, inputs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def matmul(
+        self,
+        inputs: np.ndarray,
+        rng: np.random.Generator,
+        *,
+        exact: bool = False,
+    ) -> np.ndarray:
         """Read the array once per input row (fast path); return ``(rows, out)``.
 
         Every row of ``inputs`` (samples and time steps flattened together) is
         one read with fresh read and output noise. The products run on the DAC
         codes ``c`` with ``x_n = f c``; mean, spread and ADC step are rescaled
-        by ``f`` instead of the inputs.
+        by ``f`` instead of the inputs. ``exact=True`` computes the output
+        variance with the full product even when ``config.variance`` is
+        ``"low_rank"``.
         """
         inputs = np.asarray(inputs)
         if inputs.ndim != 2 or inputs.shape[1] != self.matrix.shape[0]:
@@ -492,7 +700,6 @@ class MatrixState:
         noisy = self.has_read_noise or config.output_noise > 0
         # For codes of 0 and 1 only, c^2 = c and one product gives mean and variance.
         binary = self.has_read_noise and (codes is inputs or _is_binary(codes))
-        out = self.matrix.shape[1]
         out_var = np.float32(config.output_noise**2 / factor**2)
         adc = self.matrix.adc_range
         if adc is not None and config.adc_bits is not None:
@@ -504,17 +711,11 @@ class MatrixState:
             adc_step = None
             result_scale = 1.0
         total = None
-        for block, mean_matrix, variance_matrix, joined in self._blocks:
-            x_block = codes[:, block]
-            if binary:
-                product = x_block @ joined
-                mean = product[:, :out]
-                variance = product[:, out:]
+        for tile in self._blocks:
+            if self.has_read_noise:
+                mean, variance = tile.mean_and_variance(codes, binary, exact)
             else:
-                mean = x_block @ mean_matrix
-                variance = None
-                if self.has_read_noise:
-                    variance = np.square(x_block) @ variance_matrix
+                mean, variance = codes[:, tile.rows] @ tile.mean, None
             if noisy:
                 if variance is None:
                     spread = np.sqrt(out_var)
