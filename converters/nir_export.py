@@ -217,8 +217,9 @@ def _check_spiking_layer(layer: LayerSpec, relu: str) -> None:
             raise ConversionError(
                 f"Layer {layer.name!r}: activation='relu' clips the membrane at 0, and "
                 "NIR's LIF has no clip, so other simulators would compute different "
-                "spikes. Train with activation='identity', or pass relu='drop' to "
-                "export the layer without the clip."
+                "spikes. Train with activation='identity', or pass relu='drop' "
+                "(--relu drop on the command line) to export the layer without the "
+                "clip."
             )
         logger.warning(
             "Layer %r: exporting without its ReLU membrane clip (relu='drop'); "

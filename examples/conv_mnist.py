@@ -59,8 +59,10 @@ def main() -> None:
     comparison = compare_results(
         spec, inputs, keras64, brian2, names=("keras", "brian2")
     )
-    for name, layer in comparison.layers.items():
-        print(f"{name:10s} identical: {layer.identical}")
+    for layer in comparison.spiking_layers:
+        print(f"{layer.name:10s} rasters identical: {layer.identical}")
+    readout = comparison.layers["readout"]
+    print(f"readout    largest difference: {readout.max_output_difference:.1e}")
 
 
 if __name__ == "__main__":

@@ -32,8 +32,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=3e-3, help="Adam rate")
     args = parser.parse_args()
 
-    loader = jsb.load_jsb_pickle if args.data.endswith(".pickle") else jsb.load_jsb
-    chorales = loader(args.data)
+    chorales = jsb.load_chorales(args.data)
     train = jsb.next_step_pairs(chorales.piano_rolls("train"))
     test = jsb.next_step_pairs(chorales.piano_rolls("test"))
     model, _ = train_sequences(

@@ -73,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
 
     from snubridge import models
-    from snubridge.data.jsb import frame_nll, load_jsb, next_step_pairs
+    from snubridge.data.jsb import frame_nll, load_chorales, next_step_pairs
     from snubridge.pcm.hwloop import KerasHardwareLoop, masked_frame_nll
 
-    chorales = load_jsb(args.data)
+    chorales = load_chorales(args.data)
     splits = {
         name: next_step_pairs(chorales.piano_rolls(name))
         for name in ("train", "valid", "test")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,20 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     # A .keras file names its layers by registered class name, so the Keras
     # classes of extension kinds are imported (and so registered) first.
     _keras_extensions()
+    if not zipfile.is_zipfile(source):
+        raise ParameterFileError(
+            f"{str(source)!r} is not a readable .keras archive; it may be truncated. "
+            "Save the model again."
+        )
     try:
         return keras.saving.load_model(source, safe_mode=True)
     except (ValueError, OSError, KeyError, TypeError) as error:
+        if "safe_mode" in str(error):
+            raise ParameterFileError(
+                f"{str(source)!r} contains code (a Lambda layer or a custom function), "
+                "which snubridge does not load: files are data, and safe_mode stays "
+                "on. Rebuild the model from snubridge layers."
+            ) from None
         raise ParameterFileError(
             f"Could not load the Keras model {str(source)!r}: {error}"
         ) from None

@@ -78,6 +78,11 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     os.close(handle)
     try:
         write(temporary)
+        # mkstemp creates the file readable by its owner only; give it the
+        # permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, target)
     except BaseException:
         if os.path.exists(temporary):
@@ -235,7 +240,13 @@ def load_params(path: str | os.PathLike) -> NetworkSpec:
                         raise ParameterFileError(
                             f"{layer_where}/{field} is not a dataset."
                         )
-                    arrays[field] = np.asarray(dataset[()], dtype=np.float64)
+                    try:
+                        arrays[field] = np.asarray(dataset[()], dtype=np.float64)
+                    except (TypeError, ValueError):
+                        raise ParameterFileError(
+                            f"{layer_where}/{field} is not numeric (dtype "
+                            f"{dataset.dtype}); write the file with save_params."
+                        ) from None
             layers.append(
                 LayerSpec(
                     **fields,

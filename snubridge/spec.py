@@ -30,7 +30,8 @@ arguments that returns one), for example in ``pyproject.toml``::
     my_layer = "my_package.kind:LAYER_KIND"
 
 The entry points are loaded once: the first time a lookup misses (for example
-when a spec names a kind that is not registered) or the kinds are listed. An extension layer keeps its own parameters in
+when a spec names a kind that is not registered) or the kinds are listed. An
+extension layer keeps its own parameters in
 :attr:`LayerSpec.params` (plain numbers and short strings) next to the common
 fields, and its :class:`LayerKind` defines how to compute its output shape,
 validate it, simulate it in :mod:`snubridge.reference` and map it to and from

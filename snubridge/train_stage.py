@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -86,11 +87,34 @@ class TrainConfig:
         return self
 
 
+def checkpoint_settings(config: TrainConfig) -> dict[str, Any]:
+    """Return the settings a checkpoint must share to be resumed.
+
+    Everything but the output folder, the resume flag and the number of
+    epochs, which may grow to continue training.
+    """
+    settings = dataclasses.asdict(config)
+    for key in ("out", "resume", "epochs"):
+        settings.pop(key)
+    return settings
+
+
+def _progress_verbosity() -> int:
+    # Keras progress bars redraw a line in place; piped output gets one line
+    # per epoch instead.
+    return 1 if sys.stdout.isatty() else 2
+
+
 def load_mnist_split(data: str | None, n_train: int | None, seed: int):
     """Return ``(train, evaluation)`` :class:`~snubridge.data.mnist.Digits`."""
     from snubridge.data.mnist import load_mnist
 
     digits = load_mnist(data)
+    if digits.images.shape[1:] != (28, 28):
+        raise DataError(
+            f"{digits.source}: MNIST images must be 28 x 28 pixels, received "
+            f"{digits.images.shape[1]} x {digits.images.shape[2]}."
+        )
     if n_train is None:
         if len(digits) == 10_000:
             return digits.split(8_000)
@@ -162,6 +186,8 @@ def _train_mnist(config: TrainConfig, out: Path) -> dict[str, Any]:
         seed=config.seed,
         checkpoint_dir=out / "checkpoints",
         resume=config.resume,
+        checkpoint_settings=checkpoint_settings(config),
+        verbose=_progress_verbosity(),
         frame_shape=frame_shape,
     )
     keras_io.save_model(model, out / "model.keras")
@@ -193,9 +219,7 @@ def _train_jsb(config: TrainConfig, out: Path) -> dict[str, Any]:
             "or the standard jsb_chorales.pickle."
         )
     path = Path(config.data)
-    chorales = (
-        jsb.load_jsb_pickle(path) if path.suffix == ".pickle" else jsb.load_jsb(path)
-    )
+    chorales = jsb.load_chorales(path)
     train = jsb.next_step_pairs(chorales.piano_rolls("train"))
     test = jsb.next_step_pairs(chorales.piano_rolls("test"))
     valid = jsb.next_step_pairs(chorales.piano_rolls("valid"))
@@ -215,6 +239,8 @@ def _train_jsb(config: TrainConfig, out: Path) -> dict[str, Any]:
         seed=config.seed,
         checkpoint_dir=out / "checkpoints",
         resume=config.resume,
+        checkpoint_settings=checkpoint_settings(config),
+        verbose=_progress_verbosity(),
         validation=(valid.inputs, valid.targets, valid.mask),
     )
     probabilities = model.predict(test.inputs, verbose=0)

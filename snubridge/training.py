@@ -38,16 +38,24 @@ logger = logging.getLogger(__name__)
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Save the model and the training state after every epoch, atomically."""
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(
+        self, folder: str | os.PathLike, settings: dict[str, Any] | None = None
+    ) -> None:
         super().__init__()
         self.folder = Path(folder)
+        self.settings = _plain(settings or {})
         self.history: dict[str, list[float]] = {}
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         save_model(self.model, self.folder / "last.keras")
-        state = {"epoch": epoch, "history": self.history, "time": time.time()}
+        state = {
+            "epoch": epoch,
+            "history": self.history,
+            "settings": self.settings,
+            "time": time.time(),
+        }
         atomic_write(
             self.folder / "state.json",
             lambda path: Path(path).write_text(json.dumps(state, indent=2)),
@@ -55,8 +63,20 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         logger.debug("Checkpoint after epoch %d in %s", epoch + 1, self.folder)
 
 
-def read_checkpoint(folder: str | os.PathLike) -> tuple[keras.Model, int, dict] | None:
-    """Return ``(model, next_epoch, history)`` from a checkpoint folder, or None."""
+def _plain(settings: dict[str, Any]) -> dict[str, Any]:
+    """Return ``settings`` as JSON would read them back (tuples become lists)."""
+    return json.loads(json.dumps(settings))
+
+
+def read_checkpoint(
+    folder: str | os.PathLike, settings: dict[str, Any] | None = None
+) -> tuple[keras.Model, int, dict] | None:
+    """Return ``(model, next_epoch, history)`` from a checkpoint folder, or None.
+
+    With ``settings`` given, a checkpoint saved under other settings is
+    ignored (and logged), so a changed architecture or learning rate never
+    resumes from a stale model.
+    """
     folder = Path(folder)
     state_path, model_path = folder / "state.json", folder / "last.keras"
     if not (state_path.is_file() and model_path.is_file()):
@@ -65,11 +85,25 @@ def read_checkpoint(folder: str | os.PathLike) -> tuple[keras.Model, int, dict] 
         state = json.loads(state_path.read_text())
         epoch = int(state["epoch"])
         history = dict(state.get("history", {}))
+        saved_settings = state.get("settings", {})
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise SnubridgeError(
             f"Checkpoint state {str(state_path)!r} is invalid ({error}); delete the "
             "folder to start over."
         ) from None
+    if settings is not None and saved_settings != _plain(settings):
+        changed = sorted(
+            key
+            for key in set(saved_settings) | set(_plain(settings))
+            if saved_settings.get(key) != _plain(settings).get(key)
+        )
+        logger.warning(
+            "Ignoring the checkpoint in %s: it was saved with other settings (%s); "
+            "training starts over",
+            folder,
+            ", ".join(changed),
+        )
+        return None
     return load_model(model_path), epoch + 1, history
 
 
@@ -147,6 +181,7 @@ def train_classifier(
     frame_shape: tuple[int, ...] | None = None,
     verbose: int = 1,
     strategy: tf.distribute.Strategy | None = None,
+    checkpoint_settings: dict[str, Any] | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train a rate-coded classifier; return the model and its history.
 
@@ -165,6 +200,8 @@ def train_classifier(
         frame_shape: Per-step input shape, e.g. ``(28, 28, 1)`` for a CNN.
         verbose: Keras progress-bar verbosity (1 shows a bar per epoch).
         strategy: A ``tf.distribute`` strategy to train under.
+        checkpoint_settings: Settings stored with each checkpoint; a resumed
+            run whose settings differ starts over.
     """
     if epochs < 1 or batch_size < 1 or n_steps < 1:
         raise SnubridgeError(
@@ -176,7 +213,9 @@ def train_classifier(
     scope = strategy.scope() if strategy is not None else _NullScope()
     with scope:
         restored = (
-            read_checkpoint(checkpoint_dir) if (resume and checkpoint_dir) else None
+            read_checkpoint(checkpoint_dir, checkpoint_settings)
+            if (resume and checkpoint_dir)
+            else None
         )
         if restored is not None:
             model, initial_epoch, history = restored
@@ -217,7 +256,7 @@ def train_classifier(
     callbacks: list[keras.callbacks.Callback] = [_EpochCounter(counter)]
     checkpoint = None
     if checkpoint_dir is not None:
-        checkpoint = AtomicCheckpoint(checkpoint_dir)
+        checkpoint = AtomicCheckpoint(checkpoint_dir, checkpoint_settings)
         checkpoint.history = {key: list(values) for key, values in history.items()}
         callbacks.append(checkpoint)
     fit = model.fit(
@@ -271,6 +310,7 @@ def train_sequences(
     verbose: int = 1,
     validation: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     patience: int = 20,
+    checkpoint_settings: dict[str, Any] | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train next-step prediction on padded sequences with a step mask.
 
@@ -278,10 +318,15 @@ def train_sequences(
     ``(pieces, steps)`` with 1 on valid steps. With ``validation`` given as
     ``(inputs, targets, mask)``, training stops after ``patience`` epochs
     without a lower validation loss and keeps the best weights.
+    ``checkpoint_settings`` works as in :func:`train_classifier`.
     """
     keras.utils.set_random_seed(seed)
     initial_epoch, history = 0, {}
-    restored = read_checkpoint(checkpoint_dir) if (resume and checkpoint_dir) else None
+    restored = (
+        read_checkpoint(checkpoint_dir, checkpoint_settings)
+        if (resume and checkpoint_dir)
+        else None
+    )
     if restored is not None:
         model, initial_epoch, history = restored
     else:
@@ -291,7 +336,7 @@ def train_sequences(
         )
     callbacks = []
     if checkpoint_dir is not None:
-        checkpoint = AtomicCheckpoint(checkpoint_dir)
+        checkpoint = AtomicCheckpoint(checkpoint_dir, checkpoint_settings)
         checkpoint.history = {key: list(values) for key, values in history.items()}
         callbacks.append(checkpoint)
     validation_data = None

@@ -7,12 +7,12 @@ import dataclasses
 
 import numpy as np
 import pytest
-from snubridge.validation import compare
-from snubridge.validation.compare import compare_results
 
 from snubridge.errors import EquivalenceError
 from snubridge.reference import SimulationResult, simulate
 from snubridge.spec import LayerSpec, NetworkSpec
+from snubridge.validation import compare
+from snubridge.validation.compare import compare_results
 
 
 def threshold_spec(seed: int = 0) -> NetworkSpec:

@@ -24,6 +24,7 @@ from snubridge.data.jsb import (
     _PlainDataUnpickler,
     check_plain_pickle,
     frame_nll,
+    load_chorales,
     load_jsb,
     load_jsb_pickle,
     next_step_pairs,
@@ -472,3 +473,15 @@ def test_frame_nll_key_frequency_baseline(raw_json):
 def test_frame_nll_errors(p, y, mask, match):
     with pytest.raises(DataError, match=match):
         frame_nll(p, y, mask)
+
+
+def test_load_chorales_tells_pickle_from_json(tmp_path):
+    data = {"train": [[[60, 64]]], "valid": [[[62]]], "test": [[[], [65]]]}
+    json_path = tmp_path / "chorales.bin"
+    json_path.write_text(json.dumps(data))
+    pickle_path = tmp_path / "chorales.pkl"
+    pickle_path.write_bytes(pickle.dumps(data, protocol=2))
+    from_json = load_chorales(json_path)
+    from_pickle = load_chorales(pickle_path)
+    assert from_json.train == (((60, 64),),)
+    assert from_pickle.test == from_json.test

@@ -7,9 +7,9 @@ import warnings
 
 import numpy as np
 import pytest
-from snubridge.validation import metrics
 
 from snubridge.errors import EquivalenceError
+from snubridge.validation import metrics
 
 neo = pytest.importorskip("neo")
 pq = pytest.importorskip("quantities")

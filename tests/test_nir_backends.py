@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from snubridge.converters.nir_io import read_nir, write_nir
 from test_nir_roundtrip import conv_spec, dense_spec, recurrent_spec
+
+from snubridge.converters.nir_io import read_nir, write_nir
 
 keras_io = pytest.importorskip(
     "snubridge.keras_io", reason="snubridge.keras_io (Keras model builder) is missing"

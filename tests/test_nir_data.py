@@ -5,14 +5,14 @@ from __future__ import annotations
 import nir
 import numpy as np
 import pytest
+
+from snubridge.errors import DataError
 from snubridge.validation.nir_data import (
     nir_data_to_rasters,
     rasters_to_nir_data,
     read_rasters,
     write_rasters,
 )
-
-from snubridge.errors import DataError
 
 
 def _rasters(rng):

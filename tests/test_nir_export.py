@@ -9,9 +9,9 @@ import os
 import nir
 import numpy as np
 import pytest
+
 import snubridge.converters.nir_io as nir_io
 from snubridge.converters.nir_io import to_nir_graph, write_nir
-
 from snubridge.errors import ConversionError
 from snubridge.spec import LayerSpec, NetworkSpec
 

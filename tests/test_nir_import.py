@@ -9,8 +9,8 @@ import h5py
 import nir
 import numpy as np
 import pytest
-from snubridge.converters.nir_io import input_scale, read_nir, write_nir
 
+from snubridge.converters.nir_io import input_scale, read_nir, write_nir
 from snubridge.errors import ConversionError
 from snubridge.reference import simulate
 from snubridge.spec import LayerSpec, NetworkSpec

@@ -17,8 +17,8 @@ import math
 import nir
 import numpy as np
 import pytest
-from snubridge.converters.nir_io import read_nir, to_nir_graph, write_nir
 
+from snubridge.converters.nir_io import read_nir, to_nir_graph, write_nir
 from snubridge.errors import ConversionError
 from snubridge.reference import simulate
 from snubridge.spec import LayerSpec, NetworkSpec

@@ -20,7 +20,6 @@ export_nir = pytest.importorskip("snntorch.export_nir")
 import_nir = pytest.importorskip("snntorch.import_nir")
 
 from snubridge.converters.nir_io import read_nir, to_nir_graph  # noqa: E402
-
 from snubridge.reference import simulate  # noqa: E402
 from snubridge.spec import LayerSpec, NetworkSpec  # noqa: E402
 

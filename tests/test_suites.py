@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from snubridge.validation import suites
 
 import snubridge
 from snubridge.cli import main
 from snubridge.errors import EquivalenceError
 from snubridge.spec import LayerSpec, NetworkSpec
+from snubridge.validation import suites
 
 pytest_plugins = ["pytester"]
 

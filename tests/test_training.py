@@ -113,3 +113,32 @@ def test_train_stage_writes_model_and_params(digits, tmp_path):
     np.testing.assert_array_equal(spec.layers[0].kernel, model.layers[1].kernel.numpy())
     assert summary["n_train"] == 300
     assert summary["n_evaluation"] == 9700
+
+
+def test_changed_settings_do_not_resume(digits, tmp_path):
+    train, _ = digits.split(8000)
+    data = (train.images[:128] / 255.0, train.labels[:128])
+    folder = tmp_path / "ckpt"
+    train_classifier(
+        lambda: models.dense_snu(hidden=(16,), n_steps=4),
+        data,
+        n_steps=4,
+        epochs=1,
+        checkpoint_dir=folder,
+        checkpoint_settings={"hidden": [16]},
+        verbose=0,
+    )
+    assert read_checkpoint(folder, {"hidden": [16]}) is not None
+    assert read_checkpoint(folder, {"hidden": [8]}) is None
+    model, history = train_classifier(
+        lambda: models.dense_snu(hidden=(8,), n_steps=4),
+        data,
+        n_steps=4,
+        epochs=1,
+        checkpoint_dir=folder,
+        resume=True,
+        checkpoint_settings={"hidden": [8]},
+        verbose=0,
+    )
+    assert model.layers[1].kernel.shape == (784, 8)
+    assert len(history["loss"]) == 1

@@ -46,11 +46,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from snubridge.validation import metrics
 
 from snubridge.errors import EquivalenceError
 from snubridge.reference import SimulationResult, input_projection
 from snubridge.spec import LayerSpec, NetworkSpec
+from snubridge.validation import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +223,15 @@ class Comparison:
     def identical(self) -> bool:
         """True when every compared layer output is identical."""
         return all(layer.identical for layer in self.layers.values())
+
+    @property
+    def spikes_identical(self) -> bool:
+        """True when every spiking layer's raster is identical.
+
+        Readouts are sums of products that two back ends may add in another
+        order, so :attr:`identical` can be False on float rounding alone.
+        """
+        return all(layer.identical for layer in self.spiking_layers)
 
     @property
     def spiking_layers(self) -> list[LayerComparison]:

@@ -2,7 +2,7 @@
 
 Each subcommand lives in its own module of this package and exposes
 ``add_parser(subparsers)`` and ``run(args) -> int``. Errors derived from
-:class:`~snubridge.errors.SnubridgeError` and missing files print one line with
+:class:`~snubridge.errors.SnubridgeError` and file-system errors print one line with
 the fix; ``--verbose`` shows the traceback and debug logging.
 """
 
@@ -74,12 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(verbose)
     try:
         return int(args.handler(args) or 0)
-    except (
-        SnubridgeError,
-        FileNotFoundError,
-        IsADirectoryError,
-        PermissionError,
-    ) as error:
+    except (SnubridgeError, OSError) as error:
         if verbose:
             raise
         message = str(error) if isinstance(error, SnubridgeError) else f"{error}"

@@ -44,7 +44,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--mnist", help="folder with the MNIST IDX test files (rate-encoded)"
     )
-    source.add_argument("--jsb", help="JSB Chorales JSON(.gz); scores the test split")
+    source.add_argument(
+        "--jsb",
+        help="JSB Chorales JSON(.gz) or the standard pickle; scores the test split",
+    )
     parser.add_argument(
         "--task",
         choices=("classification", "music"),
@@ -141,9 +144,9 @@ def load_data(args: argparse.Namespace):
         spikes = rate_encode(images, args.steps, seed=args.seed)
         inputs = np.asarray(spikes.spikes, dtype=np.float32)
         return inputs, labels, None, args.task or "classification"
-    from snubridge.data.jsb import load_jsb, next_step_pairs
+    from snubridge.data.jsb import load_chorales, next_step_pairs
 
-    pairs = next_step_pairs(load_jsb(args.jsb).piano_rolls("test"))
+    pairs = next_step_pairs(load_chorales(args.jsb).piano_rolls("test"))
     return pairs.inputs, pairs.targets, pairs.mask, args.task or "music"
 
 
@@ -159,6 +162,13 @@ def run(args: argparse.Namespace) -> int:
             raise DeviceError(f"--samples must be at least 1, received {args.samples}.")
         inputs, labels = inputs[: args.samples], labels[: args.samples]
         mask = None if mask is None else mask[: args.samples]
+    per_step = int(np.prod(inputs.shape[2:]))
+    if inputs.ndim < 3 or per_step != int(np.prod(spec.input_shape)):
+        raise DeviceError(
+            f"The data has {per_step} inputs per step (array shape {inputs.shape}) "
+            f"but the model {args.model!r} expects {spec.input_shape}; give data "
+            "for this model (for example --mnist for an MNIST network)."
+        )
     inputs = inputs.reshape(inputs.shape[0], inputs.shape[1], *spec.input_shape)
     crossbar = CrossbarConfig(
         tile_rows=args.tile_size,

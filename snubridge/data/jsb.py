@@ -149,12 +149,25 @@ def load_jsb(path: str | os.PathLike) -> Chorales:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DataError(
-            f"{where} is not valid JSON ({error}); for the pickle form use "
-            "load_jsb_pickle."
+            f"{where} is not valid JSON ({error}); give the JSON(.gz) file or "
+            "the standard pickle (protocol 2 or newer)."
         ) from None
     chorales = _chorales_from_object(data, where)
     logger.info("Read JSB Chorales from %s", chorales.source)
     return chorales
+
+
+def load_chorales(path: str | os.PathLike) -> Chorales:
+    """Read chorales from JSON or the standard pickle, told apart by content.
+
+    A file whose (decompressed) first byte is the pickle protocol marker
+    ``0x80`` goes to :func:`load_jsb_pickle`, anything else to
+    :func:`load_jsb`, whatever its file name.
+    """
+    raw, _ = _read_bytes(path, "JSB Chorales")
+    if raw[:1] == b"\x80":
+        return load_jsb_pickle(path)
+    return load_jsb(path)
 
 
 def load_jsb_pickle(path: str | os.PathLike) -> Chorales:
