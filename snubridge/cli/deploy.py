@@ -25,6 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``deploy`` subcommand."""
     parser = subparsers.add_parser(
         "deploy",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         help="score a trained network on an emulated PCM crossbar accelerator",
         description=(
             "Program every synaptic matrix of MODEL onto emulated phase-change memory "

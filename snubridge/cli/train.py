@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+from snubridge.errors import SnubridgeError
 from snubridge.train_stage import TrainConfig, parse_widths, run_train
+
+
+def widths_option(text: str) -> tuple[int, ...]:
+    """Parse ``--hidden`` for argparse, which reports ArgumentTypeError cleanly."""
+    try:
+        return parse_widths(text)
+    except SnubridgeError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +56,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--hidden",
-        type=parse_widths,
+        type=widths_option,
         default=None,
         help="hidden widths, comma-separated (default: 256,256; 150 for jsb)",
     )
