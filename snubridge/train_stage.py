@@ -43,7 +43,8 @@ class TrainConfig:
         learning_rate: Adam learning rate.
         seed: Seed of weights, split, shuffling and spike encoding.
         hidden: Hidden widths (dense, lstm) or the sSNU width (jsb).
-        decay: Membrane decay per step of the SNU layers.
+        decay: Membrane decay per step of the SNU layers; None takes the
+            architecture's default (0.9 dense, 0.8 conv and jsb).
         precision: ``"float32"`` or ``"float64"`` for the Keras model.
         resume: Continue from the checkpoint in ``out/checkpoints``.
     """
@@ -58,7 +59,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     hidden: tuple[int, ...] = (256, 256)
-    decay: float = 0.8
+    decay: float | None = None
     precision: str = "float32"
     resume: bool = True
 
@@ -82,7 +83,7 @@ class TrainConfig:
             raise SnubridgeError(
                 f"precision must be float32 or float64, received {self.precision!r}."
             )
-        if not 0 < self.decay <= 1:
+        if self.decay is not None and not 0 < self.decay <= 1:
             raise SnubridgeError(f"decay must lie in (0, 1], received {self.decay!r}.")
         return self
 
@@ -160,16 +161,17 @@ def _train_mnist(config: TrainConfig, out: Path) -> dict[str, Any]:
         train.source,
     )
     common = dict(n_steps=config.n_steps, dtype=config.precision)
+    decay = {} if config.decay is None else {"decay": config.decay}
     frame_shape = None
     if config.arch == "dense":
 
         def build():
-            return models.dense_snu(hidden=config.hidden, decay=config.decay, **common)
+            return models.dense_snu(hidden=config.hidden, **decay, **common)
     elif config.arch == "conv":
         frame_shape = (28, 28, 1)
 
         def build():
-            return models.conv_snu(decay=config.decay, **common)
+            return models.conv_snu(**decay, **common)
     else:
 
         def build():
@@ -224,9 +226,10 @@ def _train_jsb(config: TrainConfig, out: Path) -> dict[str, Any]:
     test = jsb.next_step_pairs(chorales.piano_rolls("test"))
     valid = jsb.next_step_pairs(chorales.piano_rolls("valid"))
     width = int(config.hidden[0])
+    decay = {} if config.decay is None else {"decay": config.decay}
 
     def build():
-        return models.jsb_ssnu(hidden=width, decay=config.decay, dtype=config.precision)
+        return models.jsb_ssnu(hidden=width, **decay, dtype=config.precision)
 
     model, history = train_sequences(
         build,

@@ -63,8 +63,9 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--decay",
         type=float,
-        default=0.8,
-        help="membrane decay per step l in (0, 1] (default: 0.8)",
+        default=None,
+        help="membrane decay per step l in (0, 1] (default: 0.9 for dense, 0.8 "
+        "for conv and jsb)",
     )
     parser.add_argument(
         "--precision",
