@@ -32,6 +32,12 @@ cleared by a reset to exactly zero, so the bound accumulates as ``E_t = l E_{t-1
 (1 - r_{t-1}) + gamma_m M_t``; ReLU clipping never increases it. The tolerance
 of a pair of back ends is the sum of ``E_t`` for both precisions.
 
+NOTE: two back ends that both compute in float64 can still differ in the last
+bit, because TensorFlow's matrix products add in another order than Brian2's
+synapses. Where a sum lands on the threshold (decimal weights can do that;
+dyadic ones sum exactly), such pairs show up as ``rounding`` mismatches, not as
+identical spikes.
+
 The first divergence is the earliest mismatch in layer order, then step, then
 sample and neuron: a divergence in one layer reaches every later layer, so only
 the first one is a cause.
