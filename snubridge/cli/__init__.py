@@ -11,12 +11,17 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from snubridge.errors import SnubridgeError
 
 logger = logging.getLogger(__name__)
+
+# TensorFlow's C++ start-up notices (CPU features, oneDNN) are not for users of
+# the command line; warnings and errors still show. Set before TF is imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 SUBCOMMANDS = ("train", "convert", "validate", "deploy", "pipeline")
 
