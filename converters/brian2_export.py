@@ -445,9 +445,8 @@ class Brian2Network:
                 outputs[converted.name] = core.readout_activation(
                     value, converted.plan["activation"]
                 )
-        result = SimulationResult(outputs=outputs, states=states)
-        result._spiking = tuple(c.name for c in self.layers if c.is_spiking)
-        return result
+        spiking = tuple(c.name for c in self.layers if c.is_spiking)
+        return SimulationResult(outputs=outputs, states=states, _spiking=spiking)
 
     def spike_raster(
         self, name: str | None = None
@@ -641,9 +640,7 @@ def _concatenate(parts: list[tuple[int, SimulationResult]]) -> SimulationResult:
         name: np.concatenate([result.states[name][:count] for count, result in parts])
         for name in first.states
     }
-    merged = SimulationResult(outputs=outputs, states=states)
-    merged._spiking = first._spiking
-    return merged
+    return SimulationResult(outputs=outputs, states=states, _spiking=first._spiking)
 
 
 def float32_differences(

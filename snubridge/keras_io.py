@@ -282,7 +282,7 @@ def spec_from_model(model: keras.Model, dt: float | None = None) -> NetworkSpec:
                 "keras_layer=..., to_spec=..., from_spec=...)."
             )
         entries.append(entry)
-        shape = entry.output_shape if entry.kind != "flatten" else entry.output_shape
+        shape = entry.output_shape
     dtypes = {layer.compute_dtype for layer in layers}
     precision = "float64" if dtypes == {"float64"} else "float32"
     if dt is None:
@@ -427,12 +427,11 @@ def run_keras(
             and layer.cell.settings.output == "step"
         )
     )
-    result = SimulationResult(
+    return SimulationResult(
         outputs={name: np.concatenate(parts) for name, parts in outputs.items()},
         states={name: np.concatenate(parts) for name, parts in states.items()},
+        _spiking=spiking,
     )
-    result._spiking = spiking
-    return result
 
 
 def _run_cell(layer: keras.layers.RNN, batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

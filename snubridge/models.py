@@ -29,8 +29,6 @@ from snubridge.layers import (
     SSNUDense,
 )
 
-ARCHITECTURES = ("dense", "conv", "lstm", "cells", "jsb")
-
 
 def _widths(hidden: Sequence[int]) -> list[int]:
     widths = [int(n) for n in hidden]

@@ -26,7 +26,7 @@ may name an
 extension kind (see :func:`snubridge.spec.register_layer_kind`), which must be
 registered, directly or through its entry point, when the file is loaded.
 
-The file holds numbers and short strings only: no pickles and no code. Writers
+The file contains numbers and short strings only: no pickles and no code. Writers
 go through a temporary file in the same folder and an atomic rename, so an
 interrupted write never leaves half a file under the final name.
 """
@@ -207,7 +207,7 @@ def load_params(path: str | os.PathLike) -> NetworkSpec:
         if "layers" not in handle or len(handle["layers"]) != n_layers:
             found = len(handle["layers"]) if "layers" in handle else 0
             raise ParameterFileError(
-                f"{where} declares {n_layers} layers but holds {found}; the file is "
+                f"{where} declares {n_layers} layers but contains {found}; the file is "
                 "truncated."
             )
         try:

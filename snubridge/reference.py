@@ -3,7 +3,7 @@
 It is the second implementation of the SNU dynamics that the Keras layers and
 the Brian2 export are tested against, and the engine of the PCM crossbar
 deployment, which swaps the matrix products for emulated ones through the
-``matmul`` hook. It computes in float64 unless told otherwise.
+``matmul`` hook. It computes in float64 unless ``dtype`` says otherwise.
 
 The dynamics are those stated in :mod:`snubridge.spec`. Input projections of
 all time steps are one matrix product per layer; only the state recursion
@@ -55,6 +55,8 @@ class SimulationResult:
             if name in self._spiking
         }
 
+    # Names of the step-output layers, passed by the simulator that made the
+    # result; ``spikes`` selects them.
     _spiking: tuple[str, ...] = ()
 
 
@@ -308,6 +310,5 @@ def simulate(
         outputs[layer.name] = output.reshape(shape)
         states[layer.name] = state
         values = output.reshape(shape)
-    result = SimulationResult(outputs=outputs, states=states)
-    result._spiking = tuple(layer.name for layer in spec.layers if layer.is_spiking)
-    return result
+    spiking = tuple(layer.name for layer in spec.layers if layer.is_spiking)
+    return SimulationResult(outputs=outputs, states=states, _spiking=spiking)

@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from snubridge.errors import DataError, SnubridgeError
 
 logger = logging.getLogger(__name__)
@@ -274,16 +272,3 @@ def parse_widths(text: str) -> tuple[int, ...]:
     if not widths or min(widths) < 1:
         raise SnubridgeError(f"Widths must be positive, received {text!r}.")
     return widths
-
-
-def evaluate_classifier(
-    model, digits, n_steps: int, seed: int, frame_shape=None
-) -> float:
-    """Return the accuracy of ``model`` on rate-coded ``digits`` (numpy encoder)."""
-    from snubridge.encoders import rate_encode
-
-    spikes = rate_encode(digits.images, n_steps, seed=seed, scale=1 / 255).spikes
-    if frame_shape is not None:
-        spikes = spikes.reshape(len(digits), n_steps, *frame_shape)
-    probabilities = model.predict(spikes.astype("float32"), verbose=0, batch_size=128)
-    return float(np.mean(np.argmax(probabilities, axis=-1) == digits.labels))

@@ -16,6 +16,7 @@ temporary file and a rename. ``resume=True`` continues from there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -210,7 +211,7 @@ def train_classifier(
         )
     keras.utils.set_random_seed(seed)
     initial_epoch, history = 0, {}
-    scope = strategy.scope() if strategy is not None else _NullScope()
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         restored = (
             read_checkpoint(checkpoint_dir, checkpoint_settings)
@@ -271,14 +272,6 @@ def train_classifier(
     for key, values in fit.history.items():
         history.setdefault(key, []).extend(float(v) for v in values)
     return model, history
-
-
-class _NullScope:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def masked_frame_nll(targets: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:

@@ -136,7 +136,7 @@ def test_missing_layer_group_rejected(tmp_path):
     path = save_params(_network(), tmp_path / "p.h5")
     with h5py.File(path, "a") as handle:
         del handle["layers/0001"]
-    with pytest.raises(ParameterFileError, match="declares 2 layers but holds 1"):
+    with pytest.raises(ParameterFileError, match="declares 2 layers but contains 1"):
         load_params(path)
 
 

@@ -158,7 +158,7 @@ def load_jsb(path: str | os.PathLike) -> Chorales:
 
 
 def load_chorales(path: str | os.PathLike) -> Chorales:
-    """Read chorales from JSON or the standard pickle, told apart by content.
+    """Read chorales from JSON or the standard pickle, detected from the content.
 
     A file whose (decompressed) first byte is the pickle protocol marker
     ``0x80`` goes to :func:`load_jsb_pickle`, anything else to
