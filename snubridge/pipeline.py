@@ -182,7 +182,12 @@ class Pipeline:
 
     def run(self) -> dict[str, Any]:
         """Run every stage that has no reusable result; return the report."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        from snubridge.folders import output_folder
+
+        with output_folder(self.out):
+            return self._run_stages()
+
+    def _run_stages(self) -> dict[str, Any]:
         summaries: dict[str, dict[str, Any]] = {}
         for index, stage in enumerate(STAGES, start=1):
             previous = self._finished(stage)

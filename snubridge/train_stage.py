@@ -22,6 +22,23 @@ logger = logging.getLogger(__name__)
 
 MNIST_ARCHITECTURES = ("dense", "conv", "lstm")
 
+# Command-line option of each TrainConfig field, named in error messages so
+# that users of `snubridge train` and `snubridge pipeline` see what to change.
+CLI_OPTIONS = {
+    "arch": "--arch",
+    "n_steps": "--steps",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "learning_rate": "--learning-rate",
+    "precision": "--precision",
+    "decay": "--decay",
+    "n_train": "--n-train",
+}
+
+
+def _option(field: str) -> str:
+    return f"{field} ({CLI_OPTIONS[field]})"
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -65,24 +82,29 @@ class TrainConfig:
         """Raise :class:`SnubridgeError` naming the first invalid field."""
         if self.arch not in (*MNIST_ARCHITECTURES, "jsb"):
             raise SnubridgeError(
-                f"arch={self.arch!r} is unknown; expected dense, conv, lstm or jsb."
+                f"{_option('arch')}={self.arch!r} is unknown; expected dense, conv, "
+                "lstm or jsb."
             )
         for field in ("n_steps", "epochs", "batch_size"):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
                 raise SnubridgeError(
-                    f"{field} must be a positive integer, received {value!r}."
+                    f"{_option(field)} must be a positive integer, received {value!r}."
                 )
         if not self.learning_rate > 0:
             raise SnubridgeError(
-                f"learning_rate must be positive, received {self.learning_rate!r}."
+                f"{_option('learning_rate')} must be positive, received "
+                f"{self.learning_rate!r}."
             )
         if self.precision not in ("float32", "float64"):
             raise SnubridgeError(
-                f"precision must be float32 or float64, received {self.precision!r}."
+                f"{_option('precision')} must be float32 or float64, received "
+                f"{self.precision!r}."
             )
         if self.decay is not None and not 0 < self.decay <= 1:
-            raise SnubridgeError(f"decay must lie in (0, 1], received {self.decay!r}.")
+            raise SnubridgeError(
+                f"{_option('decay')} must lie in (0, 1], received {self.decay!r}."
+            )
         return self
 
 
@@ -120,7 +142,8 @@ def load_mnist_split(data: str | None, n_train: int | None, seed: int):
         return digits.split(int(round(0.8 * len(digits))), seed=seed)
     if not 0 < n_train < len(digits):
         raise DataError(
-            f"n_train={n_train} must lie between 1 and {len(digits) - 1} for "
+            f"{_option('n_train')}={n_train} must lie between 1 and "
+            f"{len(digits) - 1} for "
             f"{digits.source}."
         )
     return digits.split(n_train, seed=None if len(digits) == 10_000 else seed)
@@ -128,14 +151,15 @@ def load_mnist_split(data: str | None, n_train: int | None, seed: int):
 
 def run_train(config: TrainConfig) -> dict[str, Any]:
     """Train, save the model and its parameter file, and return the summary."""
+    from snubridge.folders import output_folder
+
     config.check()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    if config.arch == "jsb":
-        summary = _train_jsb(config, out)
-    else:
-        summary = _train_mnist(config, out)
+    with output_folder(config.out) as out:
+        if config.arch == "jsb":
+            summary = _train_jsb(config, out)
+        else:
+            summary = _train_mnist(config, out)
     summary["seconds"] = time.perf_counter() - started
     summary["config"] = {k: v for k, v in dataclasses.asdict(config).items()}
     from snubridge.params_file import atomic_write

@@ -89,4 +89,4 @@ def test_file_system_error_is_one_line(tmp_path, capsys):
 def test_bad_training_option_is_one_line(capsys):
     status = main(["train", "--steps", "0", "--out", "unused"])
     assert status == 2
-    assert "n_steps must be a positive integer" in capsys.readouterr().err
+    assert "n_steps (--steps) must be a positive integer" in capsys.readouterr().err
