@@ -9,6 +9,7 @@ tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
 from snubridge import models  # noqa: E402
+from snubridge.errors import DeviceError  # noqa: E402
 from snubridge.pcm.hwloop import KerasHardwareLoop  # noqa: E402
 
 
@@ -59,6 +60,29 @@ def test_keras_loop_routes_kernels_to_pcm():
     ]
     assert any(moved)
     assert sum(weight.pair.pulses for _, weight in loop.analog) > 0
+
+
+def test_weight_range_per_kernel():
+    keras.utils.set_random_seed(0)
+    model = models.jsb_ssnu(n_keys=6, hidden=5)
+    ranges = {"ssnu_hidden/kernel": 2.0, "ssnu_output/kernel": 0.5}
+    loop = KerasHardwareLoop(model, _frame_nll, seed=1, weight_range=ranges)
+    weights = {variable.path: weight for variable, weight in loop.analog}
+    hidden = weights["ssnu_hidden/kernel"]
+    output = weights["ssnu_output/kernel"]
+    # A weight of weight_range maps to 90 % of the refresh threshold.
+    threshold = hidden.pair.refresh_threshold
+    assert hidden.scale == pytest.approx(0.9 * threshold / 2.0)
+    assert output.scale == pytest.approx(0.9 * threshold / 0.5)
+    # The same device step is a four times larger weight step on the wider range.
+    assert hidden.step == pytest.approx(4 * output.step)
+
+
+def test_weight_range_names_unknown_kernel():
+    keras.utils.set_random_seed(0)
+    model = models.jsb_ssnu(n_keys=6, hidden=5)
+    with pytest.raises(DeviceError, match="ssnu_hiden/kernel"):
+        KerasHardwareLoop(model, _frame_nll, weight_range={"ssnu_hiden/kernel": 1.0})
 
 
 @pytest.mark.slow

@@ -89,6 +89,12 @@ class PCMWeight:
         rng: Random generator (or an int seed).
         weight_range: Weight magnitude in weight units that maps to the usable
             conductance range; default twice the largest initial ``|w|``.
+            The range fixes both the largest weight and the weight step of one
+            pulse (``step_us / scale``), so it trades clipping against
+            resolution. NOTE: the default suits weights that stay near their
+            initial size; weights that grow in training (the JSB network's
+            hidden kernel grows from 0.16 to about 1.5) are clipped by it, and
+            BENCHMARKS.md lists the measured effect of other ranges.
         max_pulses_per_update: Upper bound of pulses per device per update.
         refresh_threshold: Conductance in uS that triggers a refresh.
         step_us: Device update ``epsilon`` in uS that one pulse is taken to
@@ -288,7 +294,10 @@ class KerasHardwareLoop:
         device: Pulse-level device model.
         learning_rate: Adam learning rate of both parts.
         seed: Seed of the device randomness.
-        weight_range: See :class:`PCMWeight`; default per variable.
+        weight_range: See :class:`PCMWeight`: one value for every kernel, a
+            mapping from variable path (``"ssnu_hidden/kernel"``) to value, or
+            None for :class:`PCMWeight`'s default per kernel. Kernels missing
+            from a mapping take the default.
         max_pulses_per_update: See :class:`PCMWeight`.
     """
 
@@ -300,7 +309,7 @@ class KerasHardwareLoop:
         device: PulsePCM | None = None,
         learning_rate: float = 1e-3,
         seed: int = 0,
-        weight_range: float | None = None,
+        weight_range: float | Mapping[str, float] | None = None,
         max_pulses_per_update: int = 1,
     ) -> None:
         import keras
@@ -311,14 +320,27 @@ class KerasHardwareLoop:
         rng = np.random.default_rng(seed)
         self.analog = []
         self.digital = []
+        kernels = [
+            variable.path
+            for variable in model.trainable_variables
+            if variable.path.rsplit("/", 1)[-1] in ("kernel", "recurrent_kernel")
+        ]
+        if isinstance(weight_range, Mapping):
+            unknown = sorted(set(weight_range) - set(kernels))
+            if unknown:
+                raise DeviceError(
+                    f"weight_range names {unknown}, which are not kernels of the "
+                    f"model; its kernels are {kernels}."
+                )
         for variable in model.trainable_variables:
-            short = variable.path.rsplit("/", 1)[-1]
-            if short in ("kernel", "recurrent_kernel"):
+            if variable.path in kernels:
                 weight = PCMWeight(
                     np.asarray(variable.numpy()),
                     device,
                     rng=rng,
-                    weight_range=weight_range,
+                    weight_range=weight_range.get(variable.path)
+                    if isinstance(weight_range, Mapping)
+                    else weight_range,
                     max_pulses_per_update=max_pulses_per_update,
                     name=variable.path,
                 )
