@@ -556,6 +556,13 @@ class _RowTile:
         """Return the mean and variance of this band's outputs, in code units."""
         x = codes[:, self.rows]
         out = self.out
+        if self.low_rank and binary and not exact:
+            # The input count of a binary read is its row sum. When most reads
+            # have too few inputs for the bound, the exact product for all of
+            # them is cheaper than the low-rank product plus the exact one.
+            sums = x.sum(axis=1)
+            short = np.count_nonzero((sums < self.min_inputs - 1e-3) & (sums > 0))
+            exact = short > x.shape[0] // 2
         if not self.low_rank or exact:
             if binary:
                 product = x @ self.joined
