@@ -275,6 +275,11 @@ def export_script(
     }
     arrays = brian2_core.plans_to_arrays(plans, header)
     target = Path(folder)
+    if target.exists() and not target.is_dir():
+        raise ConversionError(
+            f"{str(target)!r} is a file, but the Brian2 export writes a script and "
+            "its parameters into a folder; give a folder path (new or existing)."
+        )
 
     def write_params(temporary: str) -> None:
         with open(temporary, "wb") as handle:

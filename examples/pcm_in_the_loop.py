@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import time
 
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be at least 1")
+    if not (math.isfinite(args.weight_range) and args.weight_range >= 0):
+        parser.error(
+            f"--weight-range must be a positive number, or 0 for the library's "
+            f"default per kernel; received {args.weight_range}"
+        )
     logging.basicConfig(level=logging.WARNING)
 
     import keras

@@ -177,7 +177,7 @@ def _finite_array(
         bad = np.argwhere(~np.isfinite(array))[0]
         raise SpecError(
             f"Layer {layer!r}: {field} holds a non-finite value "
-            f"({array[tuple(bad)]!r} at index {tuple(int(i) for i in bad)}); "
+            f"({float(array[tuple(bad)])} at index {tuple(int(i) for i in bad)}); "
             "retrain or replace the weights before saving."
         )
     return array

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from snubridge.errors import DataError
+from snubridge.npz import require_numpy_file
 from snubridge.params_file import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -229,6 +230,7 @@ class SpikeData:
         source = Path(path)
         if not source.is_file():
             raise DataError(f"Spike data file {str(source)!r} does not exist.")
+        require_numpy_file(source, "pass a file written by SpikeData.save_npz.")
         try:
             with np.load(source, allow_pickle=False) as archive:
                 missing = [key for key in _NPZ_REQUIRED if key not in archive.files]

@@ -126,6 +126,14 @@ def test_crafted_name_stays_out_of_script(tmp_path):
     assert "__import__" not in script.read_text()
 
 
+def test_export_onto_a_file_refused(tmp_path):
+    occupied = tmp_path / "taken.out"
+    occupied.write_text("keep me")
+    with pytest.raises(ConversionError, match="give a folder path"):
+        export_script(_spec(), occupied)
+    assert occupied.read_text() == "keep me"
+
+
 def test_ssnu_not_exported(tmp_path):
     spec = _spec()
     spec.layers[2].output = "sigmoid"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from snubridge import load_params, save_params
-from snubridge.cli import SUBCOMMANDS, main
+from snubridge.cli import SUBCOMMANDS, main, option_hint
 from snubridge.spec import LayerSpec, NetworkSpec
 
 
@@ -90,3 +90,23 @@ def test_bad_training_option_is_one_line(capsys):
     status = main(["train", "--steps", "0", "--out", "unused"])
     assert status == 2
     assert "n_steps (--steps) must be a positive integer" in capsys.readouterr().err
+
+
+def test_option_hint_names_the_deploy_option():
+    message = "CrossbarConfig.adc_bits must lie in 1..16 bits, received 40."
+    assert option_hint("deploy", message) == " (set with --adc-bits)"
+
+
+def test_option_hint_silent_without_a_field():
+    assert option_hint("deploy", "'x.h5' is not a readable HDF5 file.") == ""
+    assert option_hint("deploy", "n_steps (--steps) must be >= 1.") == ""
+
+
+def test_pipeline_error_names_its_option(tmp_path, capsys):
+    out = tmp_path / "run"
+    status = main(["pipeline", "--out", str(out), "--drift-tolerance", "-1"])
+    assert status == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1
+    assert error[0].endswith("(set with --drift-tolerance)")
+    assert not out.exists()

@@ -423,3 +423,12 @@ def test_default_stratified_split(default_digits):
     assert train.class_counts().tolist() == [400] * 10
     assert evaluation.class_counts().tolist() == [100] * 10
     assert "stratified seed 0" in train.source
+
+
+def test_npz_that_is_text_named_as_such(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("just some text\n")
+    with pytest.raises(DataError, match="not a NumPy .npz archive") as caught:
+        load_mnist_npz(path)
+    assert "pickled" not in str(caught.value)
+    assert "keras.datasets.mnist" in str(caught.value)

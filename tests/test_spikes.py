@@ -291,3 +291,11 @@ def test_load_invalid_spikes_in_file(tmp_path):
 def test_load_missing_file(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         SpikeData.load_npz(tmp_path / "absent.npz")
+
+
+def test_load_npz_of_text_named_as_such(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("just some text\n")
+    with pytest.raises(DataError, match="not a NumPy .npz archive") as caught:
+        SpikeData.load_npz(path)
+    assert "pickled" not in str(caught.value)

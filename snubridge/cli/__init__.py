@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 
@@ -59,6 +60,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def option_hint(command: str, message: str) -> str:
+    """Return `` (set with --option)`` for the first library field in ``message``.
+
+    Library errors name dataclass fields (``CrossbarConfig.adc_bits``,
+    ``n_steps``); a command module may map them to its options in a
+    ``FIELD_OPTIONS`` dictionary. Returns an empty string when no field is
+    named or the message already names the option.
+    """
+    try:
+        module = importlib.import_module(f"snubridge.cli.{command}")
+    except ImportError:
+        return ""
+    for field, option in getattr(module, "FIELD_OPTIONS", {}).items():
+        if re.search(rf"(?<![\w.-]){re.escape(field)}\b", message):
+            return "" if option in message else f" (set with {option})"
+    return ""
+
+
 def configure_logging(verbose: bool) -> None:
     """Send log records to standard error; debug level with ``--verbose``."""
     logging.basicConfig(
@@ -83,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if verbose:
             raise
         message = str(error) if isinstance(error, SnubridgeError) else f"{error}"
+        message += option_hint(args.command, message)
         print(f"snubridge {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

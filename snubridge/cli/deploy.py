@@ -21,6 +21,21 @@ logger = logging.getLogger(__name__)
 BACKENDS = ("pcm",)
 
 
+# Library fields named in error messages, and the options that set them.
+FIELD_OPTIONS = {
+    "CrossbarConfig.tile_rows": "--tile-size",
+    "CrossbarConfig.tile_cols": "--tile-size",
+    "CrossbarConfig.dac_bits": "--dac-bits",
+    "CrossbarConfig.adc_bits": "--adc-bits",
+    "CrossbarConfig.output_noise": "--output-noise",
+    "CrossbarConfig.mapping": "--mapping",
+    "CrossbarConfig.programming": "--programming",
+    "n_steps": "--steps",
+    "repeats": "--repeats",
+    "times": "--times",
+}
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``deploy`` subcommand."""
     parser = subparsers.add_parser(
@@ -52,7 +67,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--task",
         choices=("classification", "music"),
-        help="accuracy or frame NLL (default: music for --jsb, else classification)",
+        help="accuracy or frame NLL; when not given, music for --jsb and "
+        "classification otherwise",
     )
     parser.add_argument("--samples", type=int, help="score only the first N samples")
     parser.add_argument(
@@ -123,6 +139,12 @@ def load_spec(path: str):
 def load_data(args: argparse.Namespace):
     """Return ``(inputs, labels, mask, task)`` from the data option given."""
     if args.data:
+        from snubridge.npz import require_numpy_file
+
+        require_numpy_file(
+            args.data,
+            "--data takes an .npz with 'inputs' (samples, steps, ...) and 'labels'.",
+        )
         with np.load(args.data, allow_pickle=False) as archive:
             missing = {"inputs", "labels"} - set(archive.files)
             if missing:

@@ -8,6 +8,14 @@ import json
 from snubridge.cli.train import add_training_options, config_from_args
 from snubridge.pipeline import BRIAN2_TARGETS, Pipeline, PipelineConfig, summary_table
 
+# Library fields named in error messages, and the options that set them.
+FIELD_OPTIONS = {
+    "drift_tolerance_points": "--drift-tolerance",
+    "validate_samples": "--validate-samples",
+    "deploy_samples": "--deploy-samples",
+    "threads": "--threads",
+}
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -26,7 +34,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="short run within about 5 minutes on 2 cores: at most 2 "
+        help="short run of about a minute on 2 cores: at most 2 "
         "epochs and 25 steps, 16 validation and 300 PCM digits",
     )
     parser.add_argument(

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from snubridge.errors import DataError
+from snubridge.npz import require_numpy_file
 
 logger = logging.getLogger(__name__)
 
@@ -259,6 +260,9 @@ def load_mnist_npz(path: str | os.PathLike, subset: str = "test") -> Digits:
     if not source.is_file():
         raise DataError(f"MNIST archive {str(source)!r} does not exist.")
     keys = (f"x_{subset}", f"y_{subset}")
+    require_numpy_file(
+        source, "pass the mnist.npz that keras.datasets.mnist downloads."
+    )
     try:
         with np.load(source, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
