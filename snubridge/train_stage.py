@@ -172,10 +172,12 @@ def run_train(config: TrainConfig) -> dict[str, Any]:
 
 
 def _train_mnist(config: TrainConfig, out: Path) -> dict[str, Any]:
+    # Read the data before TensorFlow is imported, so a bad path fails at once.
+    train, evaluation = load_mnist_split(config.data, config.n_train, config.seed)
+
     from snubridge import keras_io, models, save_params
     from snubridge.training import train_classifier
 
-    train, evaluation = load_mnist_split(config.data, config.n_train, config.seed)
     logger.info(
         "MNIST: %d training and %d evaluation images from %s",
         len(train),
@@ -233,9 +235,7 @@ def _train_mnist(config: TrainConfig, out: Path) -> dict[str, Any]:
 
 
 def _train_jsb(config: TrainConfig, out: Path) -> dict[str, Any]:
-    from snubridge import keras_io, models, save_params
     from snubridge.data import jsb
-    from snubridge.training import train_sequences
 
     if config.data is None:
         raise DataError(
@@ -247,6 +247,10 @@ def _train_jsb(config: TrainConfig, out: Path) -> dict[str, Any]:
     train = jsb.next_step_pairs(chorales.piano_rolls("train"))
     test = jsb.next_step_pairs(chorales.piano_rolls("test"))
     valid = jsb.next_step_pairs(chorales.piano_rolls("valid"))
+
+    from snubridge import keras_io, models, save_params
+    from snubridge.training import train_sequences
+
     width = int(config.hidden[0])
     decay = {} if config.decay is None else {"decay": config.decay}
 

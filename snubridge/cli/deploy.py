@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from snubridge.errors import DataError, DeviceError
+from snubridge.pcm.devices import PRESETS
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--device-model",
         default="statistical",
+        choices=sorted(PRESETS),
         help="statistical (Joshi et al. 2020) or pulse (Nandakumar et al. 2018)",
     )
     parser.add_argument(
