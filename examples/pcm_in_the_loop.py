@@ -9,7 +9,8 @@ pass reads the devices with read noise, and the Adam updates collect in a
 digital accumulator ``chi`` per weight that fires SET pulses of the mean
 device step ``epsilon``. After every epoch both networks are scored on the
 validation split (the hardware one with a noise-free read of its devices), and
-at the end on the test split. The frame NLL is in nats per time step.
+at the end on the test split, and both validation curves are drawn into
+``pcm_in_the_loop.png`` (``--plot``). The frame NLL is in nats per time step.
 
 Run::
 
@@ -71,6 +72,12 @@ def main(argv: list[str] | None = None) -> int:
         "twice the largest initial weight)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of weights, order")
+    parser.add_argument(
+        "--plot",
+        default="pcm_in_the_loop.png",
+        help="PNG file for the validation NLL of both networks per epoch "
+        "(default pcm_in_the_loop.png; an empty string draws nothing)",
+    )
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1:
         parser.error("--epochs and --batch-size must be at least 1")
@@ -122,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return frame_nll(np.asarray(model(data.inputs)), data.targets, data.mask)
 
     rng = np.random.default_rng(args.seed + 2)
+    curves: dict[str, list[float]] = {"software": [], "in the loop": []}
     start = time.perf_counter()
     for epoch in range(1, args.epochs + 1):
         for index in _batches(len(train.inputs), args.batch_size, rng):
@@ -131,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         valid_software = score(software, "valid")
         loop.load_noise_free()
         valid_hardware = score(hardware, "valid")
+        curves["software"].append(valid_software)
+        curves["in the loop"].append(valid_hardware)
         print(
             f"epoch {epoch}: validation NLL software {valid_software:.3f}, "
             f"in the loop {valid_hardware:.3f} nats/step; "
@@ -148,7 +158,34 @@ def main(argv: list[str] | None = None) -> int:
         f"pair refreshes: {loop.refreshes}, "
         f"run time {time.perf_counter() - start:.0f} s"
     )
+    if args.plot:
+        print(f"validation curves in {plot_curves(curves, args.plot)}")
     return 0
+
+
+def plot_curves(curves: dict[str, list[float]], path: str) -> str:
+    """Draw the validation NLL per epoch of each network into a PNG file."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from snubridge.params_file import atomic_write
+
+    figure = Figure(figsize=(6, 3.5), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for label, values in curves.items():
+        axes.plot(range(1, len(values) + 1), values, label=label)
+    # The first epochs in the loop can sit far above the rest; keep the end
+    # of both curves readable.
+    lowest = min(min(values) for values in curves.values())
+    axes.set_ylim(lowest - 0.2, lowest + 4.0)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("validation frame NLL (nats per step)")
+    axes.set_title("JSB 88-150-88 sSNU: software against PCM in the loop")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    atomic_write(path, lambda temporary: figure.savefig(temporary, format="png"))
+    return path
 
 
 if __name__ == "__main__":
