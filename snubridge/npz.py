@@ -17,7 +17,7 @@ def require_numpy_file(path: str | os.PathLike, fix: str) -> None:
 
     ``np.load`` with ``allow_pickle=False`` reports any other file, a text file
     included, as pickled data, which misleads; this check names the real
-    cause. ``fix`` is the sentence that says what to pass instead.
+    cause. ``fix`` is the sentence that names what to pass instead.
     """
     source = Path(path)
     with open(source, "rb") as handle:

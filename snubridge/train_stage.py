@@ -22,23 +22,6 @@ logger = logging.getLogger(__name__)
 
 MNIST_ARCHITECTURES = ("dense", "conv", "lstm")
 
-# Command-line option of each TrainConfig field, named in error messages so
-# that users of `snubridge train` and `snubridge pipeline` see what to change.
-CLI_OPTIONS = {
-    "arch": "--arch",
-    "n_steps": "--steps",
-    "epochs": "--epochs",
-    "batch_size": "--batch-size",
-    "learning_rate": "--learning-rate",
-    "precision": "--precision",
-    "decay": "--decay",
-    "n_train": "--n-train",
-}
-
-
-def _option(field: str) -> str:
-    return f"{field} ({CLI_OPTIONS[field]})"
-
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -82,29 +65,24 @@ class TrainConfig:
         """Raise :class:`SnubridgeError` naming the first invalid field."""
         if self.arch not in (*MNIST_ARCHITECTURES, "jsb"):
             raise SnubridgeError(
-                f"{_option('arch')}={self.arch!r} is unknown; expected dense, conv, "
-                "lstm or jsb."
+                f"arch={self.arch!r} is unknown; expected dense, conv, lstm or jsb."
             )
         for field in ("n_steps", "epochs", "batch_size"):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
                 raise SnubridgeError(
-                    f"{_option(field)} must be a positive integer, received {value!r}."
+                    f"{field} must be a positive integer, received {value!r}."
                 )
         if not self.learning_rate > 0:
             raise SnubridgeError(
-                f"{_option('learning_rate')} must be positive, received "
-                f"{self.learning_rate!r}."
+                f"learning_rate must be positive, received {self.learning_rate!r}."
             )
         if self.precision not in ("float32", "float64"):
             raise SnubridgeError(
-                f"{_option('precision')} must be float32 or float64, received "
-                f"{self.precision!r}."
+                f"precision must be float32 or float64, received {self.precision!r}."
             )
         if self.decay is not None and not 0 < self.decay <= 1:
-            raise SnubridgeError(
-                f"{_option('decay')} must lie in (0, 1], received {self.decay!r}."
-            )
+            raise SnubridgeError(f"decay must lie in (0, 1], received {self.decay!r}.")
         return self
 
 
@@ -142,8 +120,7 @@ def load_mnist_split(data: str | None, n_train: int | None, seed: int):
         return digits.split(int(round(0.8 * len(digits))), seed=seed)
     if not 0 < n_train < len(digits):
         raise DataError(
-            f"{_option('n_train')}={n_train} must lie between 1 and "
-            f"{len(digits) - 1} for "
+            f"n_train={n_train} must lie between 1 and {len(digits) - 1} for "
             f"{digits.source}."
         )
     return digits.split(n_train, seed=None if len(digits) == 10_000 else seed)

@@ -89,20 +89,25 @@ def test_file_system_error_is_one_line(tmp_path, capsys):
 def test_bad_training_option_is_one_line(capsys):
     status = main(["train", "--steps", "0", "--out", "unused"])
     assert status == 2
-    assert "n_steps (--steps) must be a positive integer" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "n_steps must be a positive integer" in error
+    assert "(set with --steps)" in error
 
 
-def test_option_hint_names_the_deploy_option():
+def test_option_hint_names_deploy_option():
     message = "CrossbarConfig.adc_bits must lie in 1..16 bits, received 40."
     assert option_hint("deploy", message) == " (set with --adc-bits)"
 
 
-def test_option_hint_silent_without_a_field():
+def test_option_hint_empty_without_field():
     assert option_hint("deploy", "'x.h5' is not a readable HDF5 file.") == ""
     assert option_hint("deploy", "n_steps (--steps) must be >= 1.") == ""
+    assert option_hint("deploy", "n_steps must be >= 1; pass --steps.") == ""
+    # A field name used as an ordinary word gets no hint.
+    assert option_hint("deploy", "the array was read three times.") == ""
 
 
-def test_pipeline_error_names_its_option(tmp_path, capsys):
+def test_pipeline_error_names_option(tmp_path, capsys):
     out = tmp_path / "run"
     status = main(["pipeline", "--out", str(out), "--drift-tolerance", "-1"])
     assert status == 2

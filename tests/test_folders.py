@@ -8,7 +8,7 @@ from snubridge.errors import DataError
 from snubridge.folders import output_folder
 
 
-def test_failed_body_removes_every_folder_it_created(tmp_path):
+def test_failure_removes_created_folders(tmp_path):
     target = tmp_path / "a" / "b" / "c"
     with pytest.raises(DataError), output_folder(target) as folder:
         assert folder.is_dir()
@@ -17,7 +17,7 @@ def test_failed_body_removes_every_folder_it_created(tmp_path):
     assert tmp_path.is_dir()
 
 
-def test_failed_body_keeps_a_folder_that_existed(tmp_path):
+def test_failure_keeps_existing_folder(tmp_path):
     target = tmp_path / "run"
     target.mkdir()
     with pytest.raises(DataError), output_folder(target):
@@ -25,7 +25,7 @@ def test_failed_body_keeps_a_folder_that_existed(tmp_path):
     assert target.is_dir()
 
 
-def test_failed_body_keeps_what_it_wrote(tmp_path):
+def test_failure_keeps_written_files(tmp_path):
     target = tmp_path / "run" / "inner"
     with pytest.raises(DataError), output_folder(target):
         (target / "partial.json").write_text("{}")
@@ -33,14 +33,14 @@ def test_failed_body_keeps_what_it_wrote(tmp_path):
     assert (target / "partial.json").is_file()
 
 
-def test_success_keeps_the_folder(tmp_path):
+def test_success_keeps_folder(tmp_path):
     target = tmp_path / "run"
     with output_folder(target) as folder:
         assert folder == target
     assert target.is_dir()
 
 
-def test_train_command_with_missing_data_leaves_no_folder(tmp_path):
+def test_train_missing_data_no_folder(tmp_path):
     from snubridge.cli import main
 
     out = tmp_path / "never"
@@ -49,7 +49,7 @@ def test_train_command_with_missing_data_leaves_no_folder(tmp_path):
     assert not out.exists()
 
 
-def test_pipeline_with_missing_data_leaves_no_folder(tmp_path):
+def test_pipeline_missing_data_no_folder(tmp_path):
     from snubridge.cli import main
 
     out = tmp_path / "never"

@@ -73,7 +73,9 @@ def option_hint(command: str, message: str) -> str:
     except ImportError:
         return ""
     for field, option in getattr(module, "FIELD_OPTIONS", {}).items():
-        if re.search(rf"(?<![\w.-]){re.escape(field)}\b", message):
+        # A field counts where the message states something about it
+        # ("n_steps must ...", "mapping='x'"), not where the word occurs in passing.
+        if re.search(rf"(?<![\w.-]){re.escape(field)}(?=\s+must\b|=)", message):
             return "" if option in message else f" (set with {option})"
     return ""
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from snubridge.cli.train import add_training_options, config_from_args
+from snubridge.cli import train as train_command
 from snubridge.pipeline import BRIAN2_TARGETS, Pipeline, PipelineConfig, summary_table
 
 # Library fields named in error messages, and the options that set them.
 FIELD_OPTIONS = {
+    **train_command.FIELD_OPTIONS,
     "drift_tolerance_points": "--drift-tolerance",
     "validate_samples": "--validate-samples",
     "deploy_samples": "--deploy-samples",
@@ -27,7 +28,7 @@ def add_parser(subparsers) -> None:
         "when the pipeline runs again with the same settings. Exit status 0 means "
         "every stage met its tolerances.",
     )
-    add_training_options(parser)
+    train_command.add_training_options(parser)
     parser.add_argument(
         "--out", default="snubridge-run", help="output folder (default: snubridge-run)"
     )
@@ -88,7 +89,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    train = config_from_args(args)
+    train = train_command.config_from_args(args)
     options = dict(
         threads=args.threads,
         target=args.target,

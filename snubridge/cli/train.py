@@ -16,6 +16,19 @@ def widths_option(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+# Library fields named in error messages, and the options that set them.
+FIELD_OPTIONS = {
+    "arch": "--arch",
+    "n_steps": "--steps",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "learning_rate": "--learning-rate",
+    "precision": "--precision",
+    "decay": "--decay",
+    "n_train": "--n-train",
+}
+
+
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     """Add the options shared by ``train`` and ``pipeline``."""
     parser.add_argument(

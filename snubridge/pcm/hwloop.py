@@ -329,8 +329,8 @@ class KerasHardwareLoop:
             unknown = sorted(set(weight_range) - set(kernels))
             if unknown:
                 raise DeviceError(
-                    f"weight_range names {unknown}, which are not kernels of the "
-                    f"model; its kernels are {kernels}."
+                    f"weight_range contains unknown kernel paths {unknown}; the "
+                    f"model's kernels are {kernels}."
                 )
         for variable in model.trainable_variables:
             if variable.path in kernels:
